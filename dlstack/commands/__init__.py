@@ -1,0 +1,1 @@
+"""Subcommands of ``scripts/dlstack``; each module has ``register(subparsers)``."""
