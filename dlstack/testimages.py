@@ -134,9 +134,7 @@ def image_label(tag: str) -> str | None:
 def parse_packages_index(text: str, package: str) -> str:
     """Return the pool path (``Filename:``) of ``package`` in a Debian ``Packages`` index."""
     for stanza in text.split("\n\n"):
-        fields = dict(
-            line.split(": ", 1) for line in stanza.splitlines() if ": " in line and not line.startswith(" ")
-        )
+        fields = dict(line.split(": ", 1) for line in stanza.splitlines() if ": " in line and not line.startswith(" "))
         if fields.get("Package") == package and "Filename" in fields:
             return fields["Filename"]
     raise LookupError(f"package {package!r} not found in the Packages index")

@@ -1,0 +1,62 @@
+"""Facts about a host converged with the common role."""
+
+import json
+
+import pytest
+
+DATA_DIR = "/data"
+
+
+@pytest.mark.parametrize("package", ["ca-certificates", "curl", "gnupg", "pciutils", "locales", "unattended-upgrades"])
+def test_base_package_installed(host, package):
+    assert host.package(package).is_installed
+
+
+def test_extra_ca_is_in_system_bundle(host):
+    # The harness passes the control machine's local CAs through common_ca_certificates.
+    installed = host.file("/usr/local/share/ca-certificates/dlstack").listdir()
+    assert installed, "no CA certificate was installed"
+    bundle = host.file("/etc/ssl/certs/ca-certificates.crt").content_string
+    for name in installed:
+        pem = host.file(f"/usr/local/share/ca-certificates/dlstack/{name}").content_string.strip()
+        body = "".join(pem.splitlines()[1:-1])
+        assert body[:64] in bundle.replace("\n", "")
+
+
+def test_unattended_upgrades_exclude_nvidia_and_kernel(host):
+    out = host.check_output("apt-config dump Unattended-Upgrade::Package-Blacklist")
+    patterns = [line.split('"')[1] for line in out.splitlines() if '"' in line]
+    for expected in ("nvidia-", "libnvidia-", "linux-image-", "cuda-", "my-pinned-package"):
+        assert expected in patterns
+
+
+def test_timezone_applied(host):
+    assert host.file("/etc/localtime").linked_to == "/usr/share/zoneinfo/Europe/Berlin"
+    assert host.check_output("date +%Z") in {"CET", "CEST"}
+
+
+def test_locale_generated(host):
+    assert "en_US.utf8" in host.check_output("locale -a").split()
+
+
+@pytest.mark.parametrize("sub", ["", "datasets", "models", "scratch", "cache/huggingface", "cache/torch", "cache/pip"])
+def test_data_layout(host, sub):
+    d = host.file(f"{DATA_DIR}/{sub}")
+    assert d.is_directory
+    assert d.group == "dlstack"
+    assert d.mode == 0o2775
+
+
+def test_user_in_data_group(host):
+    assert "dlstack" in host.user("labuser").groups
+
+
+def test_login_shell_points_caches_at_data_dir(host):
+    out = host.check_output("bash -lc 'echo $HF_HOME $TORCH_HOME'")
+    assert out.split() == [f"{DATA_DIR}/cache/huggingface", f"{DATA_DIR}/cache/torch"]
+
+
+def test_local_fact_published(host):
+    fact = json.loads(host.file("/etc/ansible/facts.d/common.fact").content_string)
+    assert fact["data_dir"] == DATA_DIR
+    assert fact["timezone"] == "Europe/Berlin"

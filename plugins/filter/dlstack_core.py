@@ -1,0 +1,48 @@
+"""Ansible filters over the dlstack package: host fact decisions and preflight checks.
+
+Thin adapter: the logic lives in ``dlstack.hostfacts`` and ``dlstack.inventory_checks``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+try:
+    import dlstack  # noqa: F401 - probe whether the package is importable
+except ImportError:  # running from a checkout without the package installed
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from dlstack import hostfacts, inventory_checks
+from dlstack.data import ubuntu_releases
+
+ROLES_DIR = Path(__file__).resolve().parents[2] / "roles"
+
+
+def dlstack_data_dir(setting: str, mounts: list[dict[str, Any]], devices: dict[str, Any]) -> str:
+    return hostfacts.data_dir(setting, mounts, devices)
+
+
+def dlstack_ubuntu_releases(_: Any = None) -> dict[str, dict[str, Any]]:
+    return ubuntu_releases()
+
+
+def dlstack_release_problems(distribution: str, version: str) -> list[str]:
+    return inventory_checks.check_release(distribution, version)
+
+
+def dlstack_unknown_vars(variables: list[str]) -> list[str]:
+    return inventory_checks.unknown_variables(variables, inventory_checks.role_options(ROLES_DIR))
+
+
+class FilterModule:
+    """dlstack core filters."""
+
+    def filters(self) -> dict[str, Any]:
+        return {
+            "dlstack_data_dir": dlstack_data_dir,
+            "dlstack_ubuntu_releases": dlstack_ubuntu_releases,
+            "dlstack_release_problems": dlstack_release_problems,
+            "dlstack_unknown_vars": dlstack_unknown_vars,
+        }
