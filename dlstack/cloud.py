@@ -175,12 +175,21 @@ def tags(provider: str, project: str, owner: str, run: str) -> dict[str, str]:
     return {f"dlstack-{key}": label_value(values[key]) for key in TAG_KEYS}
 
 
-def tag_filters(provider: str, project: str, owner: str, run: str) -> dict[str, str]:
-    """Filters selecting exactly the resources of one run (AWS ``tag:`` filters, GCP label filter)."""
+def tag_filters(provider: str, project: str, owner: str, run: str) -> dict[str, str] | list[str]:
+    """Filters selecting exactly the resources of one run.
+
+    AWS: a ``tag:<key>`` filter dict for the ``*_info`` modules; GCP: a list of label expressions
+    that ``gcp_compute_instance_info`` combines with AND.
+    """
     marks = tags(provider, project, owner, run)
     if provider == "aws":
         return {f"tag:{key}": value for key, value in marks.items()}
-    return {"filter": " AND ".join(f"labels.{key} = {value}" for key, value in marks.items())}
+    return [f"labels.{key} = {value}" for key, value in marks.items()]
+
+
+def marker(provider: str, project: str, owner: str, run: str) -> str:
+    """The run's tags as one string, for resources that carry no tags (GCP firewall descriptions)."""
+    return ", ".join(f"{key}={value}" for key, value in tags(provider, project, owner, run).items())
 
 
 def resource_name(kind: str, project: str, run: str) -> str:
@@ -254,6 +263,7 @@ def gcp_instance_request(
     ssh_user: str,
     ssh_public_key: str,
     spot: bool,
+    user_data: str = "",
     accelerator_type: str | None = None,
     accelerator_count: int = 0,
 ) -> dict[str, Any]:
@@ -261,7 +271,11 @@ def gcp_instance_request(
 
     GPU VMs cannot live-migrate: host maintenance terminates them. Spot capacity is requested as
     ``preemptible`` (the field google.cloud 1.x exposes); such VMs never restart automatically.
+    ``user_data`` (cloud-config) goes into the ``user-data`` metadata key that cloud-init reads.
     """
+    metadata = {"ssh-keys": f"{ssh_user}:{ssh_public_key.strip()}"}
+    if user_data:
+        metadata["user-data"] = user_data
     request: dict[str, Any] = {
         "name": name,
         "machine_type": machine_type,
@@ -278,7 +292,7 @@ def gcp_instance_request(
             }
         ],
         "labels": dict(labels),
-        "metadata": {"ssh-keys": f"{ssh_user}:{ssh_public_key.strip()}"},
+        "metadata": metadata,
         "network_interfaces": [
             {
                 "network": {"selfLink": network},

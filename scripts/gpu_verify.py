@@ -543,8 +543,7 @@ def userspace_driver_version(ctx: Context) -> str | None:
     return None
 
 
-def check_kernel_module(ctx: Context) -> CheckResult:
-    proc_file = Path("/proc/driver/nvidia/version")
+def check_kernel_module(ctx: Context, proc_file: Path = Path("/proc/driver/nvidia/version")) -> CheckResult:
     if not proc_file.exists():
         return CheckResult(
             "system.kernel_module",

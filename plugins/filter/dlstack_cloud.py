@@ -56,9 +56,14 @@ def cloud_tags(provider: str, project: str, owner: str, run: str) -> dict[str, s
     return _call(cloud.tags, provider, project, owner, run)
 
 
-def cloud_tag_filters(provider: str, project: str, owner: str, run: str) -> dict[str, str]:
+def cloud_tag_filters(provider: str, project: str, owner: str, run: str) -> dict[str, str] | list[str]:
     """Filters selecting exactly one run's resources."""
     return _call(cloud.tag_filters, provider, project, owner, run)
+
+
+def cloud_marker(provider: str, project: str, owner: str, run: str) -> str:
+    """The run's tags as one string (for resources without tags)."""
+    return _call(cloud.marker, provider, project, owner, run)
 
 
 def cloud_name(kind: str, project: str, run: str) -> str:
@@ -109,6 +114,7 @@ class FilterModule:
             "dlstack_cloud_guard": cloud_guard,
             "dlstack_cloud_tags": cloud_tags,
             "dlstack_cloud_tag_filters": cloud_tag_filters,
+            "dlstack_cloud_marker": cloud_marker,
             "dlstack_cloud_name": cloud_name,
             "dlstack_cloud_image_query": cloud_image_query,
             "dlstack_cloud_validate": cloud_validate,
