@@ -12,16 +12,21 @@ import yaml
 from dlstack.data import ubuntu_releases
 
 
+def role_specs(roles_dir: Path) -> dict[str, dict[str, Any]]:
+    """Map each role name to the options of all entry points in its ``meta/argument_specs.yml``."""
+    specs: dict[str, dict[str, Any]] = {}
+    for spec_file in sorted(roles_dir.glob("*/meta/argument_specs.yml")):
+        data = yaml.safe_load(spec_file.read_text(encoding="utf-8")) or {}
+        options: dict[str, Any] = {}
+        for entry in (data.get("argument_specs") or {}).values():
+            options.update((entry or {}).get("options") or {})
+        specs[spec_file.parent.parent.name] = options
+    return specs
+
+
 def role_options(roles_dir: Path) -> dict[str, set[str]]:
     """Map each role name to the option names its ``meta/argument_specs.yml`` declares."""
-    options: dict[str, set[str]] = {}
-    for spec_file in sorted(roles_dir.glob("*/meta/argument_specs.yml")):
-        specs = yaml.safe_load(spec_file.read_text(encoding="utf-8")) or {}
-        names: set[str] = set()
-        for entry in (specs.get("argument_specs") or {}).values():
-            names.update((entry or {}).get("options") or {})
-        options[spec_file.parent.parent.name] = names
-    return options
+    return {role: set(options) for role, options in role_specs(roles_dir).items()}
 
 
 def unknown_variables(variables: Iterable[str], options: Mapping[str, set[str]]) -> list[str]:
@@ -53,6 +58,39 @@ def check_release(distribution: str, version: str) -> list[str]:
     return []
 
 
-def as_names(hostvars: Mapping[str, Any]) -> list[str]:
-    """The variable names of one host's hostvars (helper for the filter)."""
-    return list(hostvars)
+# Keys of an argument_specs option that the validator understands; 'default' and 'required' are
+# left out on purpose: a spec's default documents the role's default, and whether a setting is
+# required is the role's business when it runs.
+_VALIDATOR_KEYS = ("type", "elements", "choices", "options", "no_log", "aliases")
+
+
+def _validator_option(option: Mapping[str, Any]) -> dict[str, Any]:
+    spec = {key: option[key] for key in _VALIDATOR_KEYS if key in option}
+    if "options" in spec:
+        spec["options"] = {name: _validator_option(sub) for name, sub in spec["options"].items()}
+    return spec
+
+
+def _expected(option: Mapping[str, Any]) -> str:
+    kind = option.get("type", "str")
+    text = f"a {kind}" + (f" of {option['elements']}" if "elements" in option else "")
+    if "choices" in option:
+        text += f" among {', '.join(map(str, option['choices']))}"
+    return text
+
+
+def type_problems(variables: Mapping[str, Any], specs: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Messages for inventory variables whose values do not fit the role's argument spec."""
+    from ansible.module_utils.common.arg_spec import ArgumentSpecValidator  # controller-only import
+
+    messages = []
+    for options in specs.values():
+        for name, option in options.items():
+            if name not in variables:
+                continue
+            value = variables[name]
+            result = ArgumentSpecValidator({name: _validator_option(option)}).validate({name: value})
+            if result.error_messages:
+                reason = "; ".join(result.error_messages)
+                messages.append(f"{name} = {value!r} is not valid: expected {_expected(option)} ({reason})")
+    return messages

@@ -36,6 +36,10 @@ def dlstack_unknown_vars(variables: list[str]) -> list[str]:
     return inventory_checks.unknown_variables(variables, inventory_checks.role_options(ROLES_DIR))
 
 
+def dlstack_type_problems(variables: Any) -> list[str]:
+    return inventory_checks.type_problems(variables, inventory_checks.role_specs(ROLES_DIR))
+
+
 class FilterModule:
     """dlstack core filters."""
 
@@ -45,4 +49,5 @@ class FilterModule:
             "dlstack_ubuntu_releases": dlstack_ubuntu_releases,
             "dlstack_release_problems": dlstack_release_problems,
             "dlstack_unknown_vars": dlstack_unknown_vars,
+            "dlstack_type_problems": dlstack_type_problems,
         }
