@@ -37,7 +37,7 @@ def unknown_variables(variables: Iterable[str], options: Mapping[str, set[str]])
         role = next((r for r in options if name.startswith(f"{r}_")), None)
         if role is None or name in known:
             continue
-        close = difflib.get_close_matches(name, sorted(options[role]), n=3, cutoff=0.6)
+        close = difflib.get_close_matches(name, sorted(options[role]), n=3, cutoff=0.8)
         hint = (
             f"; did you mean {' or '.join(close)}?"
             if close

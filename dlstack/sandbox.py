@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from dlstack import testimages
@@ -27,8 +28,9 @@ def cgroup_source(root: Path = Path("/sys/fs/cgroup")) -> str:
     return str(unified) if (unified / "cgroup.controllers").exists() else str(root)
 
 
-def systemd_run_args(name: str, image: str, *, cgroup_src: str | None = None) -> list[str]:
+def systemd_run_args(name: str, image: str, *, cgroup_src: str | None = None, volumes: Sequence[str] = ()) -> list[str]:
     """``docker run`` arguments for a systemd container that works without --privileged."""
+    extra = [arg for volume in volumes for arg in ("--volume", volume)]
     return [
         "run",
         "--detach",
@@ -54,6 +56,7 @@ def systemd_run_args(name: str, image: str, *, cgroup_src: str | None = None) ->
         "/run/lock",
         "--label",
         "org.dlstack.role=sandbox",
+        *extra,
         image,
         "/lib/systemd/systemd",
     ]

@@ -1,0 +1,53 @@
+"""Run every Molecule scenario on the releases molecule/releases.yml lists.
+
+Each run is the full sequence (destroy, create, prepare, converge, idempotence, verify, destroy),
+so a scenario fails here when its role is not idempotent or a testinfra test fails.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+RELEASES = yaml.safe_load((ROOT / "molecule" / "releases.yml").read_text(encoding="utf-8"))
+SCENARIOS = sorted(p.parent.name for p in (ROOT / "molecule").glob("*/molecule.yml"))
+LOG_DIR = ROOT / ".cache" / "logs"
+TIMEOUT_S = 1800
+
+
+def test_every_scenario_is_scheduled():
+    assert sorted(RELEASES) == SCENARIOS
+
+
+@pytest.mark.molecule
+@pytest.mark.parametrize(
+    ("scenario", "release"),
+    [pytest.param(s, r, id=f"{s}-{r}") for s in SCENARIOS for r in RELEASES.get(s, [])],
+)
+def test_scenario(scenario: str, release: str) -> None:
+    if shutil.which("docker") is None:
+        pytest.fail("docker is not installed: run scripts/bootstrap setup")
+    from dlstack.sandbox import cgroup_source
+
+    env = {**os.environ, "DLSTACK_UBUNTU": release, "DLSTACK_CGROUP_SRC": cgroup_source()}
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    log = LOG_DIR / f"molecule-{scenario}-{release}.log"
+    with log.open("w", encoding="utf-8") as out:
+        proc = subprocess.run(
+            ["molecule", "test", "-s", scenario],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            timeout=TIMEOUT_S,
+            check=False,
+        )
+    if proc.returncode != 0:
+        tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-80:]
+        pytest.fail(f"molecule test -s {scenario} on Ubuntu {release} failed (log: {log}):\n" + "\n".join(tail))
