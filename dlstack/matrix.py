@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
@@ -59,12 +59,27 @@ def parse_major_minor(text: str) -> tuple[int, int]:
     return int(match.group(1)), int(match.group(2))
 
 
-def parse_driver_version(text: str) -> Version:
+@dataclass(frozen=True, order=True)
+class DriverVersion:
+    """A driver version such as ``580.65.06``: ordered numerically, printed as written (``06`` stays)."""
+
+    key: tuple[int, ...]
+    text: str = field(compare=False)
+
+    def __str__(self) -> str:
+        return self.text
+
+    @property
+    def branch(self) -> int:
+        return self.key[0]
+
+
+def parse_driver_version(text: str) -> DriverVersion:
     """A full driver version such as ``"580.65.06"`` (three-digit branch, then one or two parts)."""
     value = str(text).strip()
     if not _DRIVER_RE.match(value):
         raise ValueError(f"driver version {text!r} is not of the form BRANCH.MINOR[.PATCH] (e.g. '580.65.06')")
-    return Version(value)
+    return DriverVersion(tuple(int(p) for p in value.split(".")), value)
 
 
 # ----------------------------------------------------------------------------- records
@@ -89,7 +104,7 @@ class Gpu:
 @dataclass(frozen=True)
 class CudaRelease:
     version: tuple[int, int]
-    toolkit_driver: Version
+    toolkit_driver: DriverVersion
     min_cc: CC
     max_cc: CC
     ubuntu: frozenset[str]
@@ -110,7 +125,7 @@ class CudaRelease:
 @dataclass(frozen=True)
 class DriverBranch:
     branch: int
-    first_version: Version
+    first_version: DriverVersion
     max_cuda: tuple[int, int]
     architectures: frozenset[str]
     kernel_modules: frozenset[str]
@@ -199,7 +214,7 @@ class Matrix:
     architectures: Mapping[str, CC]
     gpus: tuple[Gpu, ...]
     cuda: tuple[CudaRelease, ...]  # newest first
-    minor_compat: Mapping[int, Version]
+    minor_compat: Mapping[int, DriverVersion]
     drivers: tuple[DriverBranch, ...]  # newest first
     driver_rules: DriverRules
     cudnn: tuple[CudnnRelease, ...]  # newest first
@@ -322,9 +337,9 @@ def _load_gpus() -> tuple[dict[str, CC], tuple[Gpu, ...]]:
     return archs, tuple(gpus)
 
 
-def _load_cuda() -> tuple[tuple[CudaRelease, ...], dict[int, Version]]:
+def _load_cuda() -> tuple[tuple[CudaRelease, ...], dict[int, DriverVersion]]:
     data, where = load("cuda"), _Where("cuda")
-    compat: dict[int, Version] = {}
+    compat: dict[int, DriverVersion] = {}
     for major, entry in _get(data, "minor_version_compatibility", dict, where).items():
         at = where / "minor_version_compatibility" / major
         compat[int(major)] = _convert(parse_driver_version, _get(entry, "min_driver", str, at), at / "min_driver")
@@ -351,7 +366,9 @@ def _load_cuda() -> tuple[tuple[CudaRelease, ...], dict[int, Version]]:
     return tuple(sorted(releases, key=lambda c: c.version, reverse=True)), compat
 
 
-def _load_drivers(archs: Mapping[str, CC], cuda: tuple[CudaRelease, ...]) -> tuple[tuple[DriverBranch, ...], DriverRules]:
+def _load_drivers(
+    archs: Mapping[str, CC], cuda: tuple[CudaRelease, ...]
+) -> tuple[tuple[DriverBranch, ...], DriverRules]:
     data, where = load("drivers"), _Where("drivers")
     rules = _get(data, "rules", dict, where)
     rat = where / "rules"
@@ -367,7 +384,7 @@ def _load_drivers(archs: Mapping[str, CC], cuda: tuple[CudaRelease, ...]) -> tup
         if not re.fullmatch(r"\d{3}", str(name)):
             raise at.fail("a branch is a three-digit number such as '580'")
         first = _convert(parse_driver_version, _get(entry, "first_version", str, at), at / "first_version")
-        if first.release[0] != int(name):
+        if first.branch != int(name):
             raise (at / "first_version").fail(f"{first} is not in branch {name}")
         arch_list = _get(entry, "architectures", list, at)
         for arch in arch_list:

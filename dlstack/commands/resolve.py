@@ -1,0 +1,86 @@
+"""``dlstack resolve``: print the stack the resolver picks for a GPU, an OS, a driver and frameworks."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from dlstack.resolver import resolve
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "resolve",
+        help="resolve a consistent driver/CUDA/cuDNN/NCCL/framework stack",
+        description=(
+            "Resolve the newest consistent stack for the given constraints (all optional). "
+            "Exit 0 with the stack; exit 2 with the reasons when no stack fits or an input is malformed."
+        ),
+    )
+    parser.add_argument("--gpu", help="GPU model or nvidia-smi name, e.g. 'H100 SXM', 'Tesla V100-SXM2-16GB'")
+    parser.add_argument("--compute-capability", help="GPU compute capability instead of a model, e.g. 8.6")
+    parser.add_argument("--os", help="Ubuntu release: ubuntu22.04, ubuntu24.04, ubuntu26.04 (or 24.04, noble)")
+    parser.add_argument("--driver", help="driver branch (580) or version (580.65.06)")
+    parser.add_argument("--kernel-modules", choices=("open", "proprietary"), help="driver kernel-module flavour")
+    parser.add_argument("--cuda", help="CUDA version, e.g. 12.8")
+    parser.add_argument(
+        "--framework",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="pip-style framework requirement, repeatable: 'torch==2.9.*', 'tensorflow>=2.18'",
+    )
+    parser.add_argument(
+        "--driver-source",
+        choices=("ubuntu", "nvidia"),
+        default="ubuntu",
+        help="where the driver comes from: Ubuntu's archive (default) or NVIDIA's repository",
+    )
+    parser.add_argument("--json", action="store_true", help="print the stack as JSON")
+    parser.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    stack = resolve(
+        gpu=args.gpu,
+        compute_capability=args.compute_capability,
+        os=args.os,
+        driver=args.driver,
+        kernel_modules=args.kernel_modules,
+        cuda=args.cuda,
+        frameworks=tuple(args.framework),
+        driver_source=args.driver_source,
+    ).to_dict()
+    print(json.dumps(stack, indent=2) if args.json else render_table(stack))
+    return 0
+
+
+def render_table(stack: dict[str, Any]) -> str:
+    """A readable two-column view of :meth:`Stack.to_dict`."""
+    gpu = stack["gpu"]
+    driver = stack["driver"]
+    rows = [
+        (
+            "GPU",
+            f"{gpu['name'] or '?'} (compute capability {gpu['compute_capability']}, {gpu['architecture']})"
+            if gpu
+            else "-",
+        ),
+        ("Ubuntu", f"{stack['os']} (Python {stack['python']})"),
+        (
+            "Driver",
+            f"branch {driver['branch']} >= {driver['min_version']}, {driver['kernel_modules']} kernel modules"
+            + ("" if driver["packages_available_in_ubuntu"] else " (not packaged by Ubuntu)"),
+        ),
+        ("CUDA", stack["cuda"]),
+        ("cuDNN", stack["cudnn"]),
+        ("NCCL", stack["nccl"]),
+    ]
+    for name, choice in stack["frameworks"].items():
+        where = choice["index_url"] or "PyPI"
+        rows.append((name, f"{choice['requirement']} ({choice['variant']}, CUDA {choice['cuda']}) from {where}"))
+    width = max(len(label) for label, _ in rows)
+    lines = [f"{label.ljust(width)}  {value}" for label, value in rows]
+    lines.extend(f"warning: {w}" for w in stack["warnings"])
+    return "\n".join(lines)
