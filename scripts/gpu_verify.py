@@ -292,6 +292,9 @@ def parse_smi_q_text(text: str) -> tuple[dict[str, str | None], list[GPUInfo]]:
         key = key.strip()
         while stack and stack[-1][0] >= indent:
             stack.pop()
+        if not gpus and indent > 0 and not stack:
+            # a pasted fragment that starts inside a GPU section (no "GPU <bus id>" line)
+            gpus.append(GPUInfo(index=0, name="unknown", driver_version=versions["driver_version"]))
         if not sep or not value.strip():
             stack.append((indent, key))
             continue
@@ -991,7 +994,7 @@ def check_torch_sees_gpus(ctx: Context, torch: Any) -> CheckResult:
     seen = torch.cuda.device_count()
     names = [torch.cuda.get_device_name(index) for index in range(seen)]
     details = {"expected": expected, "seen": seen, "names": names, "torch_cuda": torch.version.cuda}
-    status = PASS if seen == expected else FAIL
+    status = PASS if seen == expected > 0 else FAIL
     return CheckResult(
         "torch.gpus",
         "framework",
@@ -1107,11 +1110,16 @@ def measure_matmul(torch: Any, device: str, dtype_name: str, n: int) -> float:
     return matmul_tflops(n, seconds)
 
 
+def gpu_name(ctx: Context, index: int) -> str:
+    """nvidia-smi's name for a CUDA device index (the same order: CUDA_DEVICE_ORDER=PCI_BUS_ID)."""
+    return ctx.gpus[index].name if index < len(ctx.gpus) else f"GPU {index}"
+
+
 def record_perf(
     ctx: Context, gpu_index: int, metric: str, achieved: float, unit: str, peak: float | None, min_fraction: float
 ) -> CheckResult:
     """Store a measurement and judge it against its peak."""
-    name = ctx.gpus[gpu_index].name if gpu_index < len(ctx.gpus) else f"GPU {gpu_index}"
+    name = gpu_name(ctx, gpu_index)
     fraction = fraction_of_peak(achieved, peak)
     ctx.perf.append(PerfResult(gpu_index, name, metric, round(achieved, 2), unit, peak, fraction, min_fraction))
     status = judge_fraction(fraction, min_fraction)
@@ -1129,7 +1137,7 @@ def check_matmul(ctx: Context, torch: Any, index: int, dtype_name: str) -> Check
     if reason is not None:
         return skip(f"perf.matmul_{dtype_name}[{index}]", "performance", reason)
     achieved = measure_matmul(torch, device, dtype_name, ctx.args.matmul_size)
-    peak = (peaks_for(ctx.gpus[index].name, ctx.peaks) or {}).get(dtype_name) if index < len(ctx.gpus) else None
+    peak = (peaks_for(gpu_name(ctx, index), ctx.peaks) or {}).get(dtype_name)
     return record_perf(ctx, index, f"matmul_{dtype_name}", achieved, "TFLOP/s", peak, ctx.min_fraction[dtype_name])
 
 
@@ -1141,7 +1149,7 @@ def check_memory_bandwidth(ctx: Context, torch: Any, index: int) -> CheckResult:
     dst = torch.empty_like(src)
     seconds = time_cuda(torch, device, lambda: dst.copy_(src))
     achieved = 2 * src.numel() * 4 / seconds / 1e9  # a copy reads and writes every byte
-    peak = (peaks_for(ctx.gpus[index].name, ctx.peaks) or {}).get("mem_bw_gbs") if index < len(ctx.gpus) else None
+    peak = (peaks_for(gpu_name(ctx, index), ctx.peaks) or {}).get("mem_bw_gbs")
     return record_perf(ctx, index, "mem_bw", achieved, "GB/s", peak, ctx.min_fraction["mem_bw"])
 
 
@@ -1286,8 +1294,10 @@ def tf_gpus(ctx: Context, tf: Any) -> CheckResult:
     gpus = tf.config.list_physical_devices("GPU")
     expected = expected_gpu_count(ctx)
     details = {"expected": expected, "seen": len(gpus), "built_with_cuda": tf.test.is_built_with_cuda()}
-    status = PASS if len(gpus) == expected else FAIL
+    status = PASS if len(gpus) == expected > 0 else FAIL
     text = f"TensorFlow {tf.__version__} sees {len(gpus)} of {expected} GPU(s)"
+    if expected == 0:
+        text += " (nvidia-smi found none)"
     if not details["built_with_cuda"]:
         text += " (this TensorFlow is built without CUDA)"
     return CheckResult("tensorflow.gpus", "framework", status, text, details=details)
@@ -1434,6 +1444,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"gpu_verify: error: {exc}", file=sys.stderr)
         return 2
     wanted = {name.strip() for name in args.frameworks.split(",") if name.strip()}
+    # CUDA's default order is "fastest first"; PCI order makes framework indices match nvidia-smi's.
+    os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
     system_checks(ctx)
     hardware_checks(ctx)
     if "torch" in wanted:

@@ -77,6 +77,23 @@ def test_q_text_cuda_not_found_is_none():
     assert gpus[0].name == "unknown"  # -d MEMORY,PERFORMANCE prints no product name
 
 
+def test_q_text_fragment_reads_nested_pcie_generation():
+    # "PCI > GPU Link Info > PCIe Generation > Max/Current", not "GPU Operation Mode > Current"
+    versions, (gpu,) = gv.parse_smi_q_text(read("gtx960_q_pci_fragment.txt"))
+    assert versions == {"driver_version": None, "cuda_version": None}
+    assert (gpu.pcie_gen_max, gpu.pcie_gen_current) == (2, 1)
+    assert gpu.pcie_width_max is None
+
+
+def test_xml_without_cuda_version():
+    versions, (gpu,) = gv.parse_smi_xml(read("geforce_410m.xml"))
+    assert versions == {"driver_version": "390.157", "cuda_version": None}
+    assert gpu.name == "GeForce 410M"
+    assert gpu.persistence_mode == "Disabled"
+    assert gpu.memory_total_mib is None
+    assert gpu.uuid == "GPU-xxxxx11f-ce5d-xxxx-xxxx-6ea62fb1xxxx"
+
+
 def test_xml_v100s():
     versions, gpus = gv.parse_smi_xml(read("tesla_v100s_pcie_32gb.xml"))
     assert versions == {"driver_version": "460.73.01", "cuda_version": "11.2"}

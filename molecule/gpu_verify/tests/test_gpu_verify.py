@@ -1,0 +1,77 @@
+"""Facts about a host verified with the gpu_verify role in --cpu mode (no GPU, no frameworks)."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+REPORT = "/var/lib/dlstack/verify/system.json"
+
+
+@pytest.fixture(scope="module")
+def report(host):
+    return json.loads(host.file(REPORT).content_string)
+
+
+@pytest.fixture(scope="module")
+def checks(report):
+    return {check["id"]: check for check in report["checks"]}
+
+
+def test_script_installed(host):
+    script = host.file("/usr/local/lib/dlstack/gpu_verify.py")
+    assert script.is_file
+    assert script.mode == 0o755
+
+
+def test_peaks_file_is_json(host):
+    # no GPU, so no names to look up: an empty mapping, but valid JSON
+    assert json.loads(host.file("/usr/local/lib/dlstack/peaks.json").content_string) == {}
+
+
+def test_schema_version(report):
+    assert report["schema_version"] == 1
+
+
+def test_ran_on_the_cpu_in_the_system_python(report):
+    assert report["mode"] == "cpu"
+    assert report["environment"]["name"] == "system"
+    assert report["environment"]["python"].startswith("/usr/bin/python3")
+
+
+@pytest.mark.parametrize("check_id", ["system.nvidia_smi", "system.kernel_module", "system.cuda_driver"])
+def test_system_checks_skipped_with_reason(checks, check_id):
+    assert checks[check_id]["status"] == "skip"
+    assert checks[check_id]["message"] == "--cpu: GPU checks skipped"
+
+
+@pytest.mark.parametrize("framework", ["torch", "tensorflow"])
+def test_frameworks_skipped_as_not_installed(checks, framework):
+    assert checks[f"{framework}.import"]["status"] == "skip"
+    assert checks[f"{framework}.import"]["message"] == f"{framework} not installed"
+
+
+def test_hardware_audit_counts_cpu_cores(checks):
+    assert checks["hardware.cpu"]["details"]["physical_cores"] > 0
+    assert checks["hardware.cpu"]["status"] in {"pass", "warn"}
+
+
+def test_hardware_audit_reads_ram(checks):
+    assert checks["hardware.ram"]["details"]["ram_gib"] > 0
+
+
+def test_overall_status_passes(report):
+    assert report["summary"]["status"] == "pass"
+    assert report["summary"]["exit_code"] == 0
+    assert report["summary"]["failed"] == []
+
+
+def test_fleet_report_rendered_on_the_controller(host):
+    # the converge ran playbooks/verify.yml, whose last play renders the fleet report locally
+    fleet = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "reports" / "fleet"
+    summary = json.loads((fleet / "summary.json").read_text(encoding="utf-8"))
+    (entry,) = [item for item in summary["hosts"] if item["host"] == host.backend.get_hostname()]
+    assert entry["status"] == "pass"
+    html = (fleet / "fleet-report.html").read_text(encoding="utf-8")
+    assert f'<table class="checks" data-host="{entry["host"]}">' in html
