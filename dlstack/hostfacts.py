@@ -11,7 +11,7 @@ _PARTITION = re.compile(r"^(?P<disk>nvme\d+n\d+|mmcblk\d+|[a-z]+?)(?:p?\d+)?$")
 DEFAULT_DATA_DIR = "/data"
 # Mount points that never hold user data: system trees, and the single files Docker bind-mounts
 # into containers (/etc/hostname, /etc/hosts, /etc/resolv.conf).
-SYSTEM_PREFIXES = ("/etc", "/boot", "/proc", "/sys", "/dev", "/run", "/snap", "/usr", "/var/lib/docker", "/tmp")  # noqa: S108 - a path to skip, not a file we create
+SYSTEM_PREFIXES = ("/etc", "/boot", "/proc", "/sys", "/dev", "/run", "/snap", "/usr", "/var", "/tmp")  # noqa: S108 - a path to skip, not a file we create
 
 
 def is_system_mount(mount: str) -> bool:

@@ -83,3 +83,9 @@ def test_choice_is_always_a_real_data_mount(mounts):
             if m["mount"] == chosen
         }
         assert best_rank in chosen_ranks
+
+
+def test_var_trees_are_not_data_disks():
+    # e.g. a download cache bind-mounted into a test container, or /var/lib/docker on its own disk
+    mounts = [mount("/var/cache/dlstack-host", "/dev/vda"), mount("/var/lib/docker", "/dev/nvme0n1")]
+    assert hostfacts.fastest_mount(mounts, {}) is None
