@@ -6,9 +6,11 @@ so a scenario fails here when its role is not idempotent or a testinfra test fai
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -38,6 +40,7 @@ def test_scenario(scenario: str, release: str) -> None:
     env = {**os.environ, "DLSTACK_UBUNTU": release, "DLSTACK_CGROUP_SRC": cgroup_source()}
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     log = LOG_DIR / f"molecule-{scenario}-{release}.log"
+    start = time.monotonic()
     with log.open("w", encoding="utf-8") as out:
         proc = subprocess.run(
             ["molecule", "test", "-s", scenario],
@@ -48,6 +51,15 @@ def test_scenario(scenario: str, release: str) -> None:
             timeout=TIMEOUT_S,
             check=False,
         )
+    record_duration(f"{scenario}-{release}", time.monotonic() - start)
     if proc.returncode != 0:
         tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-80:]
         pytest.fail(f"molecule test -s {scenario} on Ubuntu {release} failed (log: {log}):\n" + "\n".join(tail))
+
+
+def record_duration(name: str, seconds: float) -> None:
+    """Keep each scenario's duration for scripts/benchmark (the CI budget is watched there)."""
+    path = LOG_DIR / "durations.json"
+    durations = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    durations[name] = round(seconds, 1)
+    path.write_text(json.dumps(durations, indent=2, sort_keys=True), encoding="utf-8")
