@@ -30,7 +30,13 @@ def test_every_scenario_is_scheduled():
 @pytest.mark.molecule
 @pytest.mark.parametrize(
     ("scenario", "release"),
-    [pytest.param(s, r, id=f"{s}-{r}") for s in SCENARIOS for r in RELEASES.get(s, [])],
+    # One xdist group per scenario: its releases run one after the other (Molecule keeps one
+    # ephemeral directory per scenario), while different scenarios run side by side.
+    [
+        pytest.param(s, r, id=f"{s}-{r}", marks=pytest.mark.xdist_group(s))
+        for s in SCENARIOS
+        for r in RELEASES.get(s, [])
+    ],
 )
 def test_scenario(scenario: str, release: str) -> None:
     if shutil.which("docker") is None:
@@ -59,7 +65,6 @@ def test_scenario(scenario: str, release: str) -> None:
 
 def record_duration(name: str, seconds: float) -> None:
     """Keep each scenario's duration for scripts/benchmark (the CI budget is watched there)."""
-    path = LOG_DIR / "durations.json"
-    durations = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
-    durations[name] = round(seconds, 1)
-    path.write_text(json.dumps(durations, indent=2, sort_keys=True), encoding="utf-8")
+    path = LOG_DIR / "durations" / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"scenario": name, "seconds": round(seconds, 1)}), encoding="utf-8")
