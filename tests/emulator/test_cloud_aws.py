@@ -22,7 +22,8 @@ import pytest
 boto3 = pytest.importorskip("boto3")
 pytest.importorskip("moto.server")
 
-pytestmark = pytest.mark.emulator
+# One worker runs the whole module against one emulator (module-scoped fixtures).
+pytestmark = [pytest.mark.emulator, pytest.mark.xdist_group("emulator")]
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
