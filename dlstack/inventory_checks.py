@@ -35,7 +35,7 @@ def unknown_variables(variables: Iterable[str], options: Mapping[str, set[str]])
     messages = []
     for name in sorted(set(variables)):
         role = next((r for r in options if name.startswith(f"{r}_")), None)
-        if role is None or name in known:
+        if role is None or name in known or _is_contribution(name, options[role]):
             continue
         close = difflib.get_close_matches(name, sorted(options[role]), n=3, cutoff=0.8)
         hint = (
@@ -45,6 +45,12 @@ def unknown_variables(variables: Iterable[str], options: Mapping[str, set[str]])
         )
         messages.append(f"variable {name} is not a setting of role {role}{hint}")
     return messages
+
+
+def _is_contribution(name: str, role_options: set[str]) -> bool:
+    """``<option>__<entry>``: a named entry contributed to a role's mergeable setting (DebOps style)."""
+    base, sep, entry = name.partition("__")
+    return bool(sep and entry) and base in role_options
 
 
 def check_release(distribution: str, version: str) -> list[str]:

@@ -15,13 +15,18 @@ except ImportError:  # running from a checkout without the package installed
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from dlstack import hostfacts, inventory_checks
-from dlstack.data import ubuntu_releases
+from dlstack.data import load, ubuntu_releases
 
 ROLES_DIR = Path(__file__).resolve().parents[2] / "roles"
 
 
 def dlstack_data_dir(setting: str, mounts: list[dict[str, Any]], devices: dict[str, Any]) -> str:
     return hostfacts.data_dir(setting, mounts, devices)
+
+
+def dlstack_data(name: str) -> dict[str, Any]:
+    """The content of ``dlstack/data/<name>.yml`` (the one source of version facts)."""
+    return load(name)
 
 
 def dlstack_ubuntu_releases(_: Any = None) -> dict[str, dict[str, Any]]:
@@ -45,6 +50,7 @@ class FilterModule:
 
     def filters(self) -> dict[str, Any]:
         return {
+            "dlstack_data": dlstack_data,
             "dlstack_data_dir": dlstack_data_dir,
             "dlstack_ubuntu_releases": dlstack_ubuntu_releases,
             "dlstack_release_problems": dlstack_release_problems,

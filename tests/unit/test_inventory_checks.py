@@ -89,3 +89,10 @@ def test_every_real_role_spec_loads():
         assert options, f"role {role} declares no options"
         for name in options:
             assert name.startswith(f"{role}_"), f"{role}: option {name} lacks the role prefix"
+
+
+def test_named_contributions_to_a_setting_are_accepted(roles):
+    options = inventory_checks.role_options(roles)
+    assert inventory_checks.unknown_variables(["common_packages__lab", "common_packagez__lab"], options) == [
+        "variable common_packagez__lab is not a setting of role common; did you mean common_packages?"
+    ]
