@@ -22,8 +22,8 @@ import pytest
 boto3 = pytest.importorskip("boto3")
 pytest.importorskip("moto.server")
 
-# One worker runs the whole module against one emulator (module-scoped fixtures).
-pytestmark = [pytest.mark.emulator, pytest.mark.xdist_group("emulator")]
+# With pytest --dist loadscope one worker runs the whole module against one emulator.
+pytestmark = pytest.mark.emulator
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

@@ -22,8 +22,8 @@ import pytest
 
 from dlstack import containers, testimages
 
-# One worker builds the image once for the whole module (module-scoped fixtures).
-pytestmark = [pytest.mark.images, pytest.mark.xdist_group("images")]
+# With pytest --dist loadscope one worker builds the image once for the whole module.
+pytestmark = pytest.mark.images
 
 UBUNTU = "24.04"
 BASE = containers.CI_BASE_IMAGE

@@ -27,18 +27,7 @@ def test_every_scenario_is_scheduled():
     assert sorted(RELEASES) == SCENARIOS
 
 
-@pytest.mark.molecule
-@pytest.mark.parametrize(
-    ("scenario", "release"),
-    # One xdist group per scenario: its releases run one after the other (Molecule keeps one
-    # ephemeral directory per scenario), while different scenarios run side by side.
-    [
-        pytest.param(s, r, id=f"{s}-{r}", marks=pytest.mark.xdist_group(s))
-        for s in SCENARIOS
-        for r in RELEASES.get(s, [])
-    ],
-)
-def test_scenario(scenario: str, release: str) -> None:
+def run_scenario(scenario: str, release: str) -> None:
     if shutil.which("docker") is None:
         pytest.fail("docker is not installed: run scripts/bootstrap setup")
     from dlstack.sandbox import cgroup_source
@@ -61,6 +50,23 @@ def test_scenario(scenario: str, release: str) -> None:
     if proc.returncode != 0:
         tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-80:]
         pytest.fail(f"molecule test -s {scenario} on Ubuntu {release} failed (log: {log}):\n" + "\n".join(tail))
+
+
+def scenario_class(scenario: str) -> type:
+    """One test class per scenario: with ``pytest --dist loadscope`` a class runs on one worker, so
+    a scenario's releases run one after the other (Molecule keeps one ephemeral directory per
+    scenario) while different scenarios run side by side."""
+
+    @pytest.mark.molecule
+    @pytest.mark.parametrize("release", RELEASES.get(scenario, []))
+    def test_release(self: object, release: str) -> None:
+        run_scenario(scenario, release)
+
+    return type(f"TestScenario_{scenario}", (), {"test_release": test_release})
+
+
+for _scenario in SCENARIOS:
+    globals()[f"TestScenario_{_scenario}"] = scenario_class(_scenario)
 
 
 def record_duration(name: str, seconds: float) -> None:
