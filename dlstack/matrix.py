@@ -190,12 +190,19 @@ class FrameworkRelease:
 
 @dataclass(frozen=True)
 class UbuntuDriver:
-    version: str
+    version: str  # the desktop line: nvidia-driver-NNN[-open]
     flavours: frozenset[str]  # proprietary, open, server, server-open
+    server_version: str = ""  # the -server line where it differs; "" means the same as version
 
     @property
     def kernel_modules(self) -> frozenset[str]:
         return frozenset(UBUNTU_FLAVOURS[f] for f in self.flavours)
+
+    def version_for(self, flavour: str) -> str:
+        """The packaged version of one flavour (``server`` and ``server-open`` use the -server line)."""
+        if flavour not in UBUNTU_FLAVOURS:
+            raise ValueError(f"flavour {flavour!r} is not one of {', '.join(UBUNTU_FLAVOURS)}")
+        return (self.server_version or self.version) if flavour.startswith("server") else self.version
 
 
 @dataclass(frozen=True)
@@ -536,14 +543,10 @@ def _load_ubuntu() -> dict[str, UbuntuRelease]:
         _convert(parse_major_minor, version, at)
         python = _get(entry, "python", str, at)
         _convert(parse_major_minor, python, at / "python")
-        drivers = {}
-        for branch, spec in _get(entry, "drivers", dict, at).items():
-            dat = at / "drivers" / branch
-            flavours = _get(spec, "flavours", list, dat)
-            for flavour in flavours:
-                if flavour not in UBUNTU_FLAVOURS:
-                    raise (dat / "flavours").fail(f"unknown flavour {flavour!r}; expected {', '.join(UBUNTU_FLAVOURS)}")
-            drivers[int(branch)] = UbuntuDriver(_get(spec, "version", str, dat), frozenset(flavours))
+        drivers = {
+            int(branch): _ubuntu_driver(branch, spec, at / "drivers" / branch)
+            for branch, spec in _get(entry, "drivers", dict, at).items()
+        }
         out[version] = UbuntuRelease(
             version=version,
             codename=_get(entry, "codename", str, at),
@@ -553,9 +556,37 @@ def _load_ubuntu() -> dict[str, UbuntuRelease]:
             libnccl2=_get(entry, "libnccl2", str, at, optional=True),
             source=_source(entry, at),
         )
-        _source(entry, at, "packages_source")
+        _sources(entry, at, "packages_source")
         _source(entry, at, "python_source")
     return out
+
+
+def _ubuntu_driver(branch: str, spec: Any, at: _Where) -> UbuntuDriver:
+    flavours = _get(spec, "flavours", list, at)
+    for flavour in flavours:
+        if flavour not in UBUNTU_FLAVOURS:
+            raise (at / "flavours").fail(f"unknown flavour {flavour!r}; expected {', '.join(UBUNTU_FLAVOURS)}")
+    version = _get(spec, "version", str, at)
+    server_version = _get(spec, "server_version", str, at, optional=True) or ""
+    for key, value in (("version", version), ("server_version", server_version)):
+        if value and _convert(parse_driver_version, value, at / key).branch != int(branch):
+            raise (at / key).fail(f"{value} is not in branch {branch}")
+    if server_version and not any(f.startswith("server") for f in flavours):
+        raise (at / "server_version").fail("set, but no server or server-open flavour is listed")
+    return UbuntuDriver(version, frozenset(flavours), server_version)
+
+
+def _sources(mapping: Any, where: _Where, key: str) -> list[str]:
+    """A URL or a list of URLs (e.g. one Packages index per archive component)."""
+    value = _get(mapping, key, (str, list), where)
+    urls = [value] if isinstance(value, str) else value
+    if not urls:
+        raise (where / key).fail("expected at least one URL")
+    for i, url in enumerate(urls):
+        at = where / key / i if isinstance(value, list) else where / key
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise at.fail(f"expected a URL, got {url!r}")
+    return urls
 
 
 @cache

@@ -43,6 +43,15 @@ from dlstack.matrix import (
 )
 
 DRIVER_SOURCES = ("ubuntu", "nvidia")
+# Ubuntu's package lines: "server" (nvidia-driver-NNN-server, datacenter-qualified) or "desktop".
+DRIVER_LINES = ("server", "desktop")
+# The ubuntu.yml flavour a (line, kernel modules) pair needs.
+UBUNTU_FLAVOUR = {
+    ("server", "proprietary"): "server",
+    ("server", "open"): "server-open",
+    ("desktop", "proprietary"): "proprietary",
+    ("desktop", "open"): "open",
+}
 FRAMEWORK_ALIASES = {"torch": "torch", "pytorch": "torch", "tensorflow": "tensorflow", "tensorflow-gpu": "tensorflow"}
 FRAMEWORK_ORDER = ("torch", "tensorflow")
 
@@ -217,6 +226,7 @@ class _Inputs:
     kernel_modules: str | None
     frameworks: tuple[_FrameworkSpec, ...]
     driver_source: str
+    driver_line: str | None = None
     allow_compat: bool = True  # accept CUDA minor-version compatibility (tried only when no native fit)
 
 
@@ -337,6 +347,7 @@ def _inputs(
     cuda: str | None,
     frameworks: Iterable[str],
     driver_source: str,
+    driver_line: str | None = None,
 ) -> _Inputs:
     errors: list[str] = []
     found_gpu, cc = _gpu_inputs(gpu, compute_capability, matrix, errors)
@@ -359,6 +370,8 @@ def _inputs(
             modules = None
     if driver_source not in DRIVER_SOURCES:
         errors.append(f"driver_source={driver_source!r} is not accepted; use {' or '.join(DRIVER_SOURCES)}")
+    if driver_line not in (None, "", *DRIVER_LINES):
+        errors.append(f"driver_line={driver_line!r} is not accepted; use {' or '.join(DRIVER_LINES)}")
     if isinstance(frameworks, str):
         frameworks = [frameworks]
     specs: list[_FrameworkSpec] = []
@@ -388,6 +401,7 @@ def _inputs(
         kernel_modules=modules,
         frameworks=tuple(specs),
         driver_source=driver_source,
+        driver_line=driver_line or None,
     )
 
 
@@ -588,6 +602,12 @@ def _rule_km_driver(inp: _Inputs, s: _State, m: Matrix) -> str | None:
                 f"Ubuntu {s.os.version} packages driver {s.driver.name} only as "
                 f"{', '.join(sorted(packaged.flavours))}, "
                 f"not with {s.km} kernel modules: use another branch or driver_source='nvidia'"
+            )
+        if inp.driver_line is not None and UBUNTU_FLAVOUR[(inp.driver_line, s.km)] not in packaged.flavours:
+            return (
+                f"Ubuntu {s.os.version} packages driver {s.driver.name} only as "
+                f"{', '.join(sorted(packaged.flavours))}, not in the {inp.driver_line} line with {s.km} kernel "
+                f"modules ({UBUNTU_FLAVOUR[(inp.driver_line, s.km)]}): use another branch or the other line"
             )
     return None
 
@@ -867,6 +887,7 @@ def resolve(
     cuda: str | None = None,
     frameworks: Iterable[str] = (),
     driver_source: str = "ubuntu",
+    driver_line: str | None = None,
 ) -> Stack:
     """Return the newest complete stack that satisfies every given constraint and every rule in the data.
 
@@ -874,7 +895,9 @@ def resolve(
     rule with what would satisfy it.
     """
     matrix = load_matrix()
-    inp = _inputs(matrix, gpu, compute_capability, os, driver, kernel_modules, cuda, frameworks, driver_source)
+    inp = _inputs(
+        matrix, gpu, compute_capability, os, driver, kernel_modules, cuda, frameworks, driver_source, driver_line
+    )
     # Without frameworks, prefer a CUDA toolkit the driver runs natively over a newer one that needs
     # minor-version compatibility; with frameworks, the newest framework wins (their wheels rely on it).
     found = None

@@ -37,6 +37,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="ubuntu",
         help="where the driver comes from: Ubuntu's archive (default) or NVIDIA's repository",
     )
+    parser.add_argument(
+        "--driver-line",
+        choices=("server", "desktop"),
+        help="Ubuntu's driver package line the host installs (nvidia-driver-NNN-server or the desktop line)",
+    )
     parser.add_argument("--json", action="store_true", help="print the stack as JSON")
     parser.set_defaults(func=_run)
 
@@ -51,6 +56,7 @@ def _run(args: argparse.Namespace) -> int:
         cuda=args.cuda,
         frameworks=tuple(args.framework),
         driver_source=args.driver_source,
+        driver_line=args.driver_line,
     ).to_dict()
     print(json.dumps(stack, indent=2) if args.json else render_table(stack))
     return 0

@@ -31,6 +31,7 @@ RESOLVE_KEYS = (
     "cuda",
     "frameworks",
     "driver_source",
+    "driver_line",
 )
 
 
@@ -53,7 +54,7 @@ def dlstack_resolve(constraints: Mapping[str, Any] | None) -> dict[str, Any]:
         frameworks = [frameworks]
     if "frameworks" in kwargs:
         kwargs["frameworks"] = tuple(str(spec) for spec in frameworks)
-    for key in ("gpu", "compute_capability", "os", "driver", "kernel_modules", "cuda", "driver_source"):
+    for key in ("gpu", "compute_capability", "os", "driver", "kernel_modules", "cuda", "driver_source", "driver_line"):
         if key in kwargs:
             kwargs[key] = str(kwargs[key])
     try:

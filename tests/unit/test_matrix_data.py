@@ -98,8 +98,28 @@ def test_ubuntu_releases() -> None:
     for release in ubuntu.values():
         for branch, packaged in release.drivers.items():
             assert packaged.version.startswith(f"{branch}."), (release.version, branch)
+            assert packaged.version_for("server").startswith(f"{branch}."), (release.version, branch)
     assert 470 not in ubuntu["26.04"].drivers
     assert ubuntu["24.04"].nvidia_cuda_toolkit == "12.0.1"
+
+
+def test_ubuntu_lists_no_transitional_branches() -> None:
+    # From the archive's Packages indices: these names only depend on another branch's packages.
+    ubuntu = load_matrix().ubuntu
+    for release in ubuntu.values():
+        for transitional in (535, 550, 565, 570, 575, 590, 610):
+            assert transitional not in release.drivers, (release.version, transitional)
+    # nvidia-driver-615 and -615-server are transitional to their -open variants: open modules only.
+    assert {v: r.drivers[615].kernel_modules for v, r in ubuntu.items()} == {v: {"open"} for v in ubuntu}
+
+
+def test_ubuntu_server_line_has_its_own_version() -> None:
+    packaged = load_matrix().ubuntu["24.04"].drivers[595]
+    assert (packaged.version_for("open"), packaged.version_for("server-open")) == ("595.99.02", "595.91.07")
+    same = load_matrix().ubuntu["24.04"].drivers[580]
+    assert same.server_version == "" and same.version_for("server") == same.version_for("proprietary")
+    with pytest.raises(ValueError, match="flavour 'beta' is not one of"):
+        packaged.version_for("beta")
 
 
 @pytest.mark.parametrize(
@@ -197,3 +217,19 @@ def test_duplicate_gpu_alias(patched: dict[str, dict[str, Any]]) -> None:
 def test_bad_ubuntu_flavour(patched: dict[str, dict[str, Any]]) -> None:
     patched["ubuntu"]["releases"]["24.04"]["drivers"]["580"]["flavours"].append("beta")
     _fails(r"ubuntu.yml: releases.24.04.drivers.580.flavours: unknown flavour 'beta'")
+
+
+def test_ubuntu_version_outside_its_branch(patched: dict[str, dict[str, Any]]) -> None:
+    patched["ubuntu"]["releases"]["24.04"]["drivers"]["595"]["server_version"] = "590.48.01"
+    _fails(r"ubuntu.yml: releases.24.04.drivers.595.server_version: 590.48.01 is not in branch 595")
+
+
+def test_ubuntu_server_version_needs_a_server_flavour(patched: dict[str, dict[str, Any]]) -> None:
+    patched["ubuntu"]["releases"]["24.04"]["drivers"]["615"]["server_version"] = "615.71.09"
+    patched["ubuntu"]["releases"]["24.04"]["drivers"]["615"]["flavours"] = ["open"]
+    _fails(r"drivers.615.server_version: set, but no server or server-open flavour is listed")
+
+
+def test_ubuntu_packages_source_entries_are_urls(patched: dict[str, dict[str, Any]]) -> None:
+    patched["ubuntu"]["releases"]["22.04"]["packages_source"].append("archive.ubuntu.com/multiverse")
+    _fails(r"ubuntu.yml: releases.22.04.packages_source\[2\]: expected a URL, got 'archive.ubuntu.com/multiverse'")

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from dlstack.matrix import load_matrix
 from dlstack.resolver import ResolutionError, Stack, find_gpu, gpu_from_smi, resolve
 
 
@@ -182,7 +183,12 @@ def test_newest_stack_when_nothing_is_given() -> None:
 def test_min_version_follows_cuda_and_the_given_driver() -> None:
     assert resolve(driver="580", cuda="12.8").driver_min_version == "580.65.06"
     assert resolve(driver="580.95.05").driver_min_version == "580.95.05"
-    assert resolve(driver="570", cuda="12.8").driver_min_version == "570.26"
+    assert resolve(driver="570", cuda="12.8", driver_source="nvidia").driver_min_version == "570.26"
+
+
+def test_a_transitional_ubuntu_branch_is_not_packaged() -> None:
+    # nvidia-driver-570 on 24.04 only depends on nvidia-driver-580: Ubuntu does not package 570.
+    assert "Ubuntu 24.04 does not package driver branch 570" in _error(driver="570", os="ubuntu24.04")
 
 
 def test_compute_capability_alone() -> None:
@@ -271,3 +277,27 @@ def test_resolution_is_fast() -> None:
         with contextlib.suppress(ResolutionError):
             resolve(**kwargs)
         assert time.perf_counter() - start < 0.1
+
+
+def test_server_line_excludes_branches_ubuntu_ships_only_on_the_desktop_line():
+    # 24.04 packages 545 only outside the -server line (ubuntu.yml); with the server line required
+    # the resolver must not pick a branch without -server packages for the chosen modules.
+    for line in ("server", "desktop"):
+        stack = resolve(os="24.04", gpu="H100 SXM", driver_line=line).to_dict()
+        release = load_matrix().ubuntu["24.04"]
+        packaged = release.drivers[int(stack["driver"]["branch"])]
+        wanted = {
+            "server": {"open": "server-open", "proprietary": "server"},
+            "desktop": {"open": "open", "proprietary": "proprietary"},
+        }
+        assert wanted[line][stack["driver"]["kernel_modules"]] in packaged.flavours
+
+
+def test_server_line_with_proprietary_modules_skips_open_only_branches():
+    stack = resolve(os="24.04", gpu="H100 SXM", kernel_modules="proprietary", driver_line="server").to_dict()
+    assert "server" in load_matrix().ubuntu["24.04"].drivers[int(stack["driver"]["branch"])].flavours
+
+
+def test_unknown_driver_line_is_rejected():
+    with pytest.raises(ResolutionError, match="driver_line='laptop' is not accepted; use server or desktop"):
+        resolve(driver_line="laptop")
