@@ -7,13 +7,11 @@ The hosts are throwaway systemd containers from the local Ubuntu images; the "20
 from __future__ import annotations
 
 import subprocess
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from dlstack import sandbox
+from throwaway import throwaway_host
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.integration
@@ -36,34 +34,19 @@ WRITTEN_BY_ROLES = [
 ]
 
 
-def start(image: str, tmp_path: Path, volumes: tuple[str, ...] = ()) -> str:
-    name = f"dlstack-preflight-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["docker", *sandbox.systemd_run_args(name, image, volumes=volumes)], check=True, capture_output=True)
-    sandbox.wait_for_systemd(name)
-    inventory = tmp_path / "hosts.yml"
-    inventory.write_text(
-        "all:\n  children:\n    dlstack_workstations:\n      hosts:\n"
-        f"        {name}:\n          ansible_connection: community.docker.docker\n"
-        "          ansible_python_interpreter: /usr/bin/python3\n",
-        encoding="utf-8",
-    )
-    return name
-
-
 @pytest.fixture
 def focal_host(tmp_path: Path) -> Iterator[str]:
     os_release = tmp_path / "os-release"
     os_release.write_text(FOCAL_OS_RELEASE, encoding="utf-8")
-    name = start("dlstack/ubuntu-systemd:22.04", tmp_path, (f"{os_release}:/usr/lib/os-release:ro",))
-    yield name
-    subprocess.run(["docker", "rm", "--force", name], check=False, capture_output=True)
+    volumes = (f"{os_release}:/usr/lib/os-release:ro",)
+    with throwaway_host("dlstack-preflight", "dlstack/ubuntu-systemd:22.04", tmp_path, volumes) as name:
+        yield name
 
 
 @pytest.fixture
 def noble_host(tmp_path: Path) -> Iterator[str]:
-    name = start("dlstack/ubuntu-systemd:24.04", tmp_path)
-    yield name
-    subprocess.run(["docker", "rm", "--force", name], check=False, capture_output=True)
+    with throwaway_host("dlstack-preflight", "dlstack/ubuntu-systemd:24.04", tmp_path) as name:
+        yield name
 
 
 def site(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:

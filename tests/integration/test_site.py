@@ -12,13 +12,12 @@ import json
 import os
 import re
 import subprocess
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from throwaway import throwaway_host
 
-from dlstack import sandbox
 from dlstack.resolver import resolve
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,25 +27,12 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    name = f"dlstack-site-{uuid.uuid4().hex[:8]}"
     CACHE.mkdir(parents=True, exist_ok=True)
-    args = sandbox.systemd_run_args(
-        name, "dlstack/ubuntu-systemd:24.04", volumes=(f"{CACHE}:/var/cache/dlstack-host:rw",)
-    )
-    subprocess.run(["docker", *args], check=True, capture_output=True)
-    try:
-        sandbox.wait_for_systemd(name)
-        inventory = tmp_path_factory.mktemp("inventory")
-        (inventory / "group_vars").symlink_to(ROOT / "inventories" / "sandbox" / "group_vars")
-        (inventory / "hosts.yml").write_text(
-            "all:\n  children:\n    dlstack_workstations:\n      hosts:\n"
-            f"        {name}:\n          ansible_connection: community.docker.docker\n"
-            "          ansible_python_interpreter: /usr/bin/python3\n",
-            encoding="utf-8",
-        )
+    inventory = tmp_path_factory.mktemp("inventory")
+    (inventory / "group_vars").symlink_to(ROOT / "inventories" / "sandbox" / "group_vars")
+    volumes = (f"{CACHE}:/var/cache/dlstack-host:rw",)
+    with throwaway_host("dlstack-site", "dlstack/ubuntu-systemd:24.04", inventory, volumes) as name:
         yield name, inventory / "hosts.yml"
-    finally:
-        subprocess.run(["docker", "rm", "--force", name], check=False, capture_output=True)
 
 
 def site(inventory: Path, *extra: str) -> subprocess.CompletedProcess[str]:

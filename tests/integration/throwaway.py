@@ -1,0 +1,29 @@
+"""Throwaway systemd hosts for the integration tests: a container plus an inventory naming it."""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from dlstack import sandbox
+
+
+@contextmanager
+def throwaway_host(prefix: str, image: str, inventory_dir: Path, volumes: Sequence[str] = ()) -> Iterator[str]:
+    """Start a systemd container, write ``inventory_dir/hosts.yml`` for it, remove it afterwards."""
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["docker", *sandbox.systemd_run_args(name, image, volumes=volumes)], check=True, capture_output=True)
+    try:
+        sandbox.wait_for_systemd(name)
+        (inventory_dir / "hosts.yml").write_text(
+            "all:\n  children:\n    dlstack_workstations:\n      hosts:\n"
+            f"        {name}:\n          ansible_connection: community.docker.docker\n"
+            "          ansible_python_interpreter: /usr/bin/python3\n",
+            encoding="utf-8",
+        )
+        yield name
+    finally:
+        subprocess.run(["docker", "rm", "--force", name], check=False, capture_output=True)
