@@ -31,6 +31,16 @@ _NVIDIA_PREFIXES = (
     "xserver-xorg-video-nvidia-",
 )
 _BRANCH_TOKEN = re.compile(r"(?:^|-)(?P<branch>\d{3})(?=-|$)")
+# Tokens that are not branches: kernel ABIs ("6.8.0-151", "5.15.0-214") and dotted versions
+# ("580.178.04" in nvidia-firmware-580-server-580.178.04, "24.04" in ...-generic-hwe-24.04).
+_NOT_A_BRANCH = re.compile(r"\d+\.\d+(?:\.\d+)?-\d+|\d+(?:\.\d+)+")
+# Canonical's precompiled kernel-module packages: they follow the kernel, not the driver, so they
+# are never held (a held one pins the host to one kernel ABI).
+_MODULE_PREFIXES = ("linux-modules-nvidia-", "linux-objects-nvidia-", "linux-signatures-nvidia-")
+# Kernel meta packages ("linux-image-generic", "linux-image-virtual-hwe-24.04", "linux-image-aws"):
+# no ABI in the name, and not the unsigned/extra/headers variants.
+_KERNEL_IMAGE_META = re.compile(r"^linux-image-(?P<meta>[a-z][a-z0-9.+-]*)$")
+_KERNEL_ABI = re.compile(r"\d+\.\d+\.\d+-\d+")
 _DEB_UPSTREAM = re.compile(r"^(?:\d+:)?(?P<upstream>\d{3}(?:\.\d+){1,2})(?:-.*)?$")
 _PCI_LINE = re.compile(r'^(?P<slot>\S+)\s+"(?P<cls>[^"]*)"\s+"(?P<vendor>[^"]*)"\s+"(?P<device>[^"]*)"')
 
@@ -176,6 +186,43 @@ def kernel_flavour(kernel_release: str) -> str:
     return match.group("flavour")
 
 
+def _lrm_meta(image_meta: str) -> str:
+    """A kernel meta suffix -> the suffix of Canonical's module metas (virtual kernels are generic)."""
+    return "generic" + image_meta[len("virtual") :] if image_meta.startswith("virtual") else image_meta
+
+
+def _meta_follows(meta: str, flavour: str) -> bool:
+    """Whether kernel meta ``meta`` (already mapped) installs kernels of ``flavour``."""
+    if meta == flavour:
+        return True
+    rest = meta[len(flavour) + 1 :] if meta.startswith(flavour + "-") else ""
+    return rest.startswith(("hwe-", "lts-", "edge"))
+
+
+def kernel_meta(installed: Iterable[str], kernel_release: str) -> str:
+    """The kernel meta the host follows, as Canonical's module metas name it.
+
+    ``linux-modules-nvidia-<driver>-<meta>`` depends on the modules for the kernel ABI that
+    ``linux-image-<meta>`` currently installs, so the modules follow kernel updates. The meta is
+    read from the installed ``linux-image-<meta>`` packages whose kernels have the running
+    kernel's flavour: ``generic``, ``generic-hwe-24.04``, ``aws``... ``virtual`` kernels are
+    generic kernels (``linux-image-virtual-hwe-24.04`` -> ``generic-hwe-24.04``). An HWE meta wins
+    over the GA one; with none installed, the flavour itself.
+    """
+    flavour = kernel_flavour(kernel_release)
+    metas = set()
+    for package in installed:
+        match = _KERNEL_IMAGE_META.match(package)
+        if not match or _KERNEL_ABI.search(package) or match.group("meta").startswith(("unsigned", "extra")):
+            continue
+        meta = _lrm_meta(match.group("meta"))
+        if _meta_follows(meta, flavour):
+            metas.add(meta)
+    if not metas:
+        return flavour
+    return sorted(metas, key=lambda m: (m != flavour, not m.endswith("edge"), m), reverse=True)[0]
+
+
 def _suffix(branch: str, *, server_line: bool, open_modules: bool) -> str:
     return f"{branch}{'-server' if server_line else ''}{'-open' if open_modules else ''}"
 
@@ -189,16 +236,19 @@ def package_plan(
     server_line: bool = True,
     userspace_only: bool = False,
     kernel_release: str = "",
-    hwe_meta: str = "",
+    kernel_meta: str = "",
 ) -> dict[str, Any]:
     """The packages for one driver install.
 
-    Returns ``driver`` (userspace and meta packages), ``modules_meta`` and ``modules_running`` (the
-    precompiled, Canonical-signed module packages that follow the kernel flavour and that match
-    the running kernel), ``dkms`` (the fallback when no precompiled package exists: DKMS package and
-    headers), ``pinning`` (NVIDIA's branch-pinning package, NVIDIA source only) and
-    ``fabricmanager``; ``probe`` is the package whose version is the driver's. ``hwe_meta`` is the
-    kernel meta-package suffix such as ``generic-hwe-24.04`` when the host follows an HWE kernel.
+    Returns ``driver`` (userspace and meta packages; never a DKMS package on the precompiled
+    path), ``modules_meta`` (Canonical's signed module meta for the kernel line the host follows:
+    it provides ``nvidia-dkms-*`` and pulls the modules of each new kernel), ``modules_prefix``
+    (``modules_prefix + uname -r`` is the module package of one kernel), ``modules_running``
+    (that package for the running kernel), ``dkms`` (the DKMS path: DKMS package, headers of the
+    running kernel and the headers meta so that new kernels get headers), ``pinning`` (NVIDIA's
+    branch-pinning package, NVIDIA source only), ``fabricmanager`` and ``probe`` (the package
+    whose version is the driver's). ``kernel_meta`` is :func:`kernel_meta`'s answer (default: the
+    running kernel's flavour).
     """
     name = check_branch(branch)
     _check_choice("nvidia_driver_source", source, SOURCES)
@@ -209,6 +259,7 @@ def package_plan(
         "branch": name,
         "driver": [],
         "modules_meta": "",
+        "modules_prefix": "",
         "modules_running": "",
         "dkms": [],
         "pinning": "",
@@ -227,14 +278,19 @@ def package_plan(
                 f"libnvidia-compute-{name}{srv}",
             ]
         elif flavour == "server":
-            plan["driver"] = [f"nvidia-headless-{full}", f"nvidia-utils-{name}{srv}"]
+            # nvidia-headless-<full> depends on nvidia-dkms-<full>: DKMS would build its own module
+            # into updates/dkms, which depmod prefers over the Canonical-signed one. no-dkms + the
+            # module packages (or + nvidia-dkms on the DKMS path) is what ubuntu-drivers installs.
+            plan["driver"] = [f"nvidia-headless-no-dkms-{full}", f"nvidia-utils-{name}{srv}"]
         else:
+            # Depends on nvidia-dkms-<full>, which the module meta provides (same apt transaction).
             plan["driver"] = [f"nvidia-driver-{full}"]
         if not userspace_only and kernel_release:
-            meta = hwe_meta or kernel_flavour(kernel_release)
+            meta = kernel_meta or kernel_flavour(kernel_release)
+            plan["modules_prefix"] = f"linux-modules-nvidia-{full}-"
             plan["modules_meta"] = f"linux-modules-nvidia-{full}-{meta}"
             plan["modules_running"] = f"linux-modules-nvidia-{full}-{kernel_release}"
-            plan["dkms"] = [f"nvidia-dkms-{full}", f"linux-headers-{kernel_release}"]
+            plan["dkms"] = [f"nvidia-dkms-{full}", f"linux-headers-{kernel_release}", f"linux-headers-{meta}"]
         plan["fabricmanager"] = f"nvidia-fabricmanager-{name}"
         return plan
     # NVIDIA's CUDA repository: from 590 on the packages carry no branch in their names and the
@@ -251,22 +307,64 @@ def package_plan(
     else:
         plan["driver"] = ["nvidia-open" if open_modules else "cuda-drivers"]
     if not userspace_only and kernel_release:
-        plan["dkms"] = [f"linux-headers-{kernel_release}"]
-    plan["fabricmanager"] = f"nvidia-fabricmanager{tag}"
+        meta = kernel_meta or kernel_flavour(kernel_release)
+        plan["dkms"] = [f"linux-headers-{kernel_release}", f"linux-headers-{meta}"]
+    if not userspace_only:
+        # NVIDIA's repository ships the daemon in its own package (Ubuntu's in nvidia-compute-utils,
+        # which nvidia-headless-no-dkms depends on): named so that its unit is always there.
+        plan["driver"].append("nvidia-persistenced")
+    # Fabric Manager lost the branch in its name already with 580 in NVIDIA's repository.
+    plan["fabricmanager"] = "nvidia-fabricmanager" if int(name) >= 580 else f"nvidia-fabricmanager-{name}"
     return plan
 
 
+def fabricmanager_spec(package: str, driver_deb_version: str) -> str:
+    """``nvidia-fabricmanager-580=580.178.04-*``: Fabric Manager at the driver's upstream version.
+
+    Fabric Manager is its own source package with its own Debian revision (Ubuntu's
+    ``fabric-manager-580``; NVIDIA's repository uses ``-1`` where its driver has
+    ``-0ubuntu1``), so only the upstream version is pinned.
+    """
+    upstream = upstream_version(driver_deb_version)
+    if not upstream:
+        raise NvidiaError(
+            f"the installed driver version {driver_deb_version!r} is not a driver version: "
+            "Fabric Manager cannot be matched to it"
+        )
+    return f"{package}={upstream}-*"
+
+
 def _branch_of(package: str) -> str:
+    """The driver branch a package name carries, or ``""``.
+
+    ``linux-modules-nvidia-580-server-open-6.8.0-151-generic`` -> ``580``;
+    ``linux-signatures-nvidia-6.8.0-151-generic`` -> ``""`` (kernel ABI 151 is no branch).
+    """
     if not package.startswith(_NVIDIA_PREFIXES) or package.startswith("nvidia-driver-pinning-"):
         return ""
-    match = _BRANCH_TOKEN.search(package)
+    match = _BRANCH_TOKEN.search(_NOT_A_BRANCH.sub("x", package))
     return match.group("branch") if match else ""
+
+
+def is_module_package(package: str) -> bool:
+    """True for Canonical's precompiled kernel-module packages (they follow the kernel)."""
+    return package.startswith(_MODULE_PREFIXES)
 
 
 def branch_packages(installed: Iterable[str], branch: Any) -> list[str]:
     """Installed NVIDIA packages whose name carries ``branch`` (``nvidia-utils-580-server``, ...)."""
     name = check_branch(branch)
     return sorted(p for p in installed if _branch_of(p) == name)
+
+
+def held_packages(installed: Iterable[str], branch: Any) -> list[str]:
+    """The installed packages of ``branch`` to hold: the driver, not the kernel modules.
+
+    Precompiled module packages (``linux-modules-nvidia-580-server-open-6.8.0-151-generic`` and
+    the flavour meta ``linux-modules-nvidia-580-server-open-generic``) must follow kernel updates;
+    the driver they need stays put because its own packages are held.
+    """
+    return [p for p in branch_packages(installed, branch) if not is_module_package(p)]
 
 
 def other_branch_packages(installed: Iterable[str], branch: Any) -> list[str]:
@@ -278,6 +376,30 @@ def other_branch_packages(installed: Iterable[str], branch: Any) -> list[str]:
     found = {p for p in installed if _branch_of(p) not in ("", name)}
     found |= {p for p in installed if p.startswith("nvidia-driver-pinning-") and p.rsplit("-", 1)[-1] != name}
     return sorted(found)
+
+
+# NVIDIA's repository names its packages without the branch from 590 on (and some already with 580).
+_UNVERSIONED_DRIVER = re.compile(
+    r"^(?:libnvidia-(?:cfg1|common|compute|decode|encode|extra|fbc1|gl|gpucomp|nscq)|nvidia-(?:dkms|dkms-open|driver|driver-open|"
+    r"open|utils|persistenced|fabricmanager|fabricmanager-dev|firmware|kernel-common|kernel-source|kernel-source-open|"
+    r"modprobe|settings|imex|headless|headless-open)|cuda-drivers(?:-fabricmanager)?|xserver-xorg-video-nvidia)(?::\w+)?$"
+)
+
+
+def driver_packages(installed: Iterable[str]) -> list[str]:
+    """Every installed package of the NVIDIA driver, of any branch and either source: what removal removes.
+
+    The branch's packages, Canonical's kernel-module packages, NVIDIA's pinning packages and its
+    unversioned names. Not the container toolkit (libnvidia-container*, nvidia-container-toolkit*)
+    nor CUDA (cuda-*), which other roles own.
+    """
+    def ours(package: str) -> bool:
+        if "container" in package:
+            return False
+        pinning = package.startswith("nvidia-driver-pinning-")
+        return bool(_branch_of(package) or is_module_package(package) or pinning or _UNVERSIONED_DRIVER.match(package))
+
+    return sorted({p for p in installed if ours(p)})
 
 
 def upstream_version(deb_version: str) -> str:
@@ -304,6 +426,20 @@ def secure_boot_state(mokutil_output: str = "", efivar_hex: str = "") -> str:
     if len(octets) >= 5:
         return "enabled" if octets[4] == "01" else "disabled"
     return "unsupported"
+
+
+def signatures_enforced(sig_enforce: str = "", lockdown: str = "", secure_boot: str = "") -> bool:
+    """Whether the kernel refuses modules it cannot verify.
+
+    ``sig_enforce`` is ``/sys/module/module/parameters/sig_enforce`` (``Y`` with
+    ``module.sig_enforce=1`` or a kernel built to enforce), ``lockdown`` is
+    ``/sys/kernel/security/lockdown`` (``none [integrity] confidentiality``: Ubuntu locks down under
+    Secure Boot), ``secure_boot`` is :func:`secure_boot_state`'s answer.
+    """
+    selected = re.search(r"\[(\w+)\]", lockdown or "")
+    return (
+        sig_enforce.strip().upper() == "Y" or bool(selected and selected.group(1) != "none") or secure_boot == "enabled"
+    )
 
 
 # ----------------------------------------------------------------------------- the Ubuntu archive

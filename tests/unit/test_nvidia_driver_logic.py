@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import lzma
+import re
+from pathlib import Path
+
 import pytest
 
 from dlstack import nvidia
@@ -23,26 +27,62 @@ def _gpu_with_arch(arch: str) -> dict:
 # ----------------------------------------------------------------------------- package plans
 
 
-def test_ubuntu_server_open_with_precompiled_modules():
-    plan = nvidia.package_plan("580", kernel_release="6.8.0-45-generic")
-    assert plan["driver"] == ["nvidia-headless-580-server-open", "nvidia-utils-580-server"]
+def test_ubuntu_server_open_with_precompiled_modules_never_pulls_dkms():
+    plan = nvidia.package_plan("580", kernel_release="6.8.0-151-generic")
+    # nvidia-headless-580-server-open depends on nvidia-dkms-580-server-open: not on this path
+    assert plan["driver"] == ["nvidia-headless-no-dkms-580-server-open", "nvidia-utils-580-server"]
+    assert not [p for p in plan["driver"] if "dkms" in p.replace("no-dkms", "")]
     assert plan["modules_meta"] == "linux-modules-nvidia-580-server-open-generic"
-    assert plan["modules_running"] == "linux-modules-nvidia-580-server-open-6.8.0-45-generic"
-    assert plan["dkms"] == ["nvidia-dkms-580-server-open", "linux-headers-6.8.0-45-generic"]
+    assert plan["modules_prefix"] == "linux-modules-nvidia-580-server-open-"
+    assert plan["modules_running"] == "linux-modules-nvidia-580-server-open-6.8.0-151-generic"
     assert plan["probe"] == "libnvidia-compute-580-server"
+
+
+def test_dkms_path_brings_headers_that_follow_the_kernel():
+    plan = nvidia.package_plan("580", kernel_release="6.8.0-151-generic", kernel_meta="generic-hwe-24.04")
+    assert plan["dkms"] == [
+        "nvidia-dkms-580-server-open",
+        "linux-headers-6.8.0-151-generic",
+        "linux-headers-generic-hwe-24.04",
+    ]
 
 
 def test_ubuntu_desktop_proprietary_regular_line():
     plan = nvidia.package_plan(
-        "595", flavour="desktop", modules="proprietary", server_line=False, kernel_release="6.8.0-45-generic"
+        "595", flavour="desktop", modules="proprietary", server_line=False, kernel_release="6.8.0-151-generic"
     )
+    # depends on nvidia-dkms-595, which the module meta provides (installed in the same transaction)
     assert plan["driver"] == ["nvidia-driver-595"]
     assert plan["modules_meta"] == "linux-modules-nvidia-595-generic"
 
 
 def test_hwe_kernel_uses_hwe_module_meta():
-    plan = nvidia.package_plan("580", kernel_release="6.8.0-45-generic", hwe_meta="generic-hwe-22.04")
+    plan = nvidia.package_plan("580", kernel_release="6.8.0-45-generic", kernel_meta="generic-hwe-22.04")
     assert plan["modules_meta"] == "linux-modules-nvidia-580-server-open-generic-hwe-22.04"
+
+
+HWE_2404 = "generic-hwe-24.04"
+
+
+@pytest.mark.parametrize(
+    ("installed", "kernel", "meta"),
+    [
+        (["linux-generic", "linux-image-generic", "linux-image-6.8.0-151-generic"], "6.8.0-151-generic", "generic"),
+        # a VM's kernel meta: virtual kernels are generic kernels (there is no -virtual module meta)
+        (["linux-image-virtual", "linux-image-6.8.0-31-generic"], "6.8.0-31-generic", "generic"),
+        (["linux-image-virtual-hwe-24.04", "linux-image-6.17.0-19-generic"], "6.17.0-19-generic", HWE_2404),
+        (["linux-image-generic-hwe-22.04", "linux-image-generic"], "6.8.0-90-generic", "generic-hwe-22.04"),
+        (["linux-image-generic-hwe-24.04", "linux-image-generic-hwe-24.04-edge"], "7.0.0-44-generic", HWE_2404),
+        (["linux-image-aws", "linux-image-6.8.0-1070-aws"], "6.8.0-1070-aws", "aws"),
+        (["linux-image-gcp-lts-24.04"], "6.8.0-1062-gcp", "gcp-lts-24.04"),
+        (["linux-image-azure", "linux-image-generic"], "6.8.0-1044-azure", "azure"),
+        # no meta installed (a kernel installed by its ABI name only): the flavour itself
+        (["linux-image-6.8.0-149-generic", "linux-image-unsigned-6.8.0-149-generic"], "6.8.0-149-generic", "generic"),
+        (["linux-image-generic-64k"], "6.8.0-151-generic-64k", "generic-64k"),
+    ],
+)
+def test_kernel_meta_the_modules_follow(installed, kernel, meta):
+    assert nvidia.kernel_meta(installed, kernel) == meta
 
 
 def test_cloud_kernel_flavour():
@@ -68,19 +108,49 @@ def test_userspace_only_has_no_modules_and_no_open_suffix():
 def test_nvidia_repo_590_uses_unversioned_names_and_pinning():
     plan = nvidia.package_plan("595", source="nvidia", kernel_release="6.8.0-45-generic")
     assert plan["pinning"] == "nvidia-driver-pinning-595"
-    assert plan["driver"] == ["libnvidia-compute", "nvidia-utils", "nvidia-dkms-open"]
+    # NVIDIA's repository ships the persistence daemon (and its unit) in a package of its own
+    assert plan["driver"] == ["libnvidia-compute", "nvidia-utils", "nvidia-dkms-open", "nvidia-persistenced"]
     assert plan["fabricmanager"] == "nvidia-fabricmanager"
 
 
-def test_nvidia_repo_580_keeps_versioned_names():
+def test_nvidia_repo_580_keeps_versioned_driver_names_but_not_fabric_manager():
     plan = nvidia.package_plan("580", source="nvidia", modules="proprietary", kernel_release="6.8.0-45-generic")
     assert plan["pinning"] == "nvidia-driver-pinning-580"
-    assert plan["driver"] == ["libnvidia-compute-580", "nvidia-utils-580", "nvidia-dkms-580"]
-    assert plan["fabricmanager"] == "nvidia-fabricmanager-580"
+    assert plan["driver"] == ["libnvidia-compute-580", "nvidia-utils-580", "nvidia-dkms-580", "nvidia-persistenced"]
+    # NVIDIA dropped the branch from Fabric Manager's name with 580 (nvidia-fabricmanager_580.95.05-1)
+    assert plan["fabricmanager"] == "nvidia-fabricmanager"
+    assert nvidia.package_plan("570", source="nvidia", kernel_release="6.8.0-45-generic")["fabricmanager"] == (
+        "nvidia-fabricmanager-570"
+    )
+
+
+def test_nvidia_repo_userspace_has_no_daemon_package():
+    plan = nvidia.package_plan("595", source="nvidia", userspace_only=True)
+    assert "nvidia-persistenced" not in plan["driver"]
+
+
+@pytest.mark.parametrize(
+    ("package", "deb", "spec"),
+    [
+        # Ubuntu: fabric-manager-580 is its own source package
+        ("nvidia-fabricmanager-580", "580.178.04-0ubuntu0.24.04.1", "nvidia-fabricmanager-580=580.178.04-*"),
+        # NVIDIA: the driver is -0ubuntu1, Fabric Manager -1
+        ("nvidia-fabricmanager", "580.95.05-0ubuntu1", "nvidia-fabricmanager=580.95.05-*"),
+        ("nvidia-fabricmanager", "595.71.05-1ubuntu1", "nvidia-fabricmanager=595.71.05-*"),
+    ],
+)
+def test_fabric_manager_pins_the_upstream_version(package, deb, spec):
+    assert nvidia.fabricmanager_spec(package, deb) == spec
+
+
+def test_fabric_manager_without_a_driver_version_fails():
+    with pytest.raises(nvidia.NvidiaError, match="Fabric Manager"):
+        nvidia.fabricmanager_spec("nvidia-fabricmanager-580", "")
 
 
 def test_nvidia_repo_desktop_open_meta():
-    assert nvidia.package_plan("610", source="nvidia", flavour="desktop")["driver"] == ["nvidia-open"]
+    plan = nvidia.package_plan("610", source="nvidia", flavour="desktop")
+    assert plan["driver"] == ["nvidia-open", "nvidia-persistenced"]
 
 
 @pytest.mark.parametrize(
@@ -103,6 +173,112 @@ def test_bad_branch_names_the_variable(branch):
 
 
 # ----------------------------------------------------------------------------- branch changes
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "ubuntu"
+_REAL_BRANCH = re.compile(r"^linux-(?:modules|objects)-nvidia-(?P<branch>\d{3})(?:-server)?(?:-open)?-")
+
+
+def real_module_package_names() -> list[str]:
+    """Every linux-{modules,objects,signatures}-nvidia-* name of four archive suites (fixtures/ubuntu)."""
+    names: list[str] = []
+    for path in sorted(FIXTURES.glob("lrm-*.txt.xz")):
+        names += lzma.decompress(path.read_bytes()).decode().split()
+    return names
+
+
+def test_real_archive_names_carry_the_branch_after_nvidia_never_the_kernel_abi():
+    names = real_module_package_names()
+    assert len(names) > 40000
+    # today's kernels have three- and four-digit ABIs: 6.8.0-151-generic, 5.15.0-204-generic, 6.8.0-1070-aws
+    assert any(re.search(r"-\d+\.\d+\.\d+-\d{3}-generic$", n) for n in names)
+    wrong = []
+    for name in names:
+        match = _REAL_BRANCH.match(name)
+        expected = match.group("branch") if match else ""
+        if nvidia._branch_of(name) != expected:
+            wrong.append((name, nvidia._branch_of(name), expected))
+    assert wrong == []
+
+
+def test_real_module_packages_are_never_held():
+    names = real_module_package_names()
+    for branch in ("470", "535", "580", "595"):
+        assert nvidia.held_packages(names, branch) == []
+
+
+@pytest.mark.parametrize(
+    ("name", "branch"),
+    [
+        ("linux-modules-nvidia-580-server-open-6.8.0-151-generic", "580"),
+        ("linux-signatures-nvidia-6.8.0-151-generic", ""),
+        ("linux-signatures-nvidia-5.15.0-204-generic", ""),
+        ("linux-objects-nvidia-580-server-6.8.0-1070-aws", "580"),
+        ("linux-modules-nvidia-580-server-open-generic-hwe-24.04", "580"),
+        ("linux-modules-nvidia-580-server-open-gcp-lts-24.04", "580"),
+        ("linux-modules-nvidia-470-server-7.0.0-44-generic", "470"),
+        ("nvidia-firmware-580-server-580.178.04", "580"),
+        ("libnvidia-compute-580-server", "580"),
+        ("nvidia-utils-595", "595"),
+    ],
+)
+def test_branch_of_todays_package_names(name, branch):
+    assert nvidia._branch_of(name) == branch
+
+
+def test_a_kernel_abi_of_151_is_not_a_second_branch():
+    installed = [
+        "nvidia-utils-580-server",
+        "libnvidia-compute-580-server",
+        "linux-modules-nvidia-580-server-open-generic",
+        "linux-modules-nvidia-580-server-open-6.8.0-151-generic",
+        "linux-signatures-nvidia-6.8.0-151-generic",
+        "linux-image-6.8.0-151-generic",
+    ]
+    assert nvidia.other_branch_packages(installed, "580") == []
+    assert nvidia.held_packages(installed, "580") == ["libnvidia-compute-580-server", "nvidia-utils-580-server"]
+
+
+@pytest.mark.parametrize(
+    ("sig_enforce", "lockdown", "secure_boot", "enforced"),
+    [
+        ("Y\n", "", "unsupported", True),
+        ("N", "[none] integrity confidentiality", "disabled", False),
+        ("N", "none [integrity] confidentiality", "enabled", True),
+        ("N", "none [integrity] confidentiality", "unsupported", True),
+        ("", "", "enabled", True),
+        ("", "", "", False),
+    ],
+)
+def test_signatures_enforced(sig_enforce, lockdown, secure_boot, enforced):
+    assert nvidia.signatures_enforced(sig_enforce, lockdown, secure_boot) is enforced
+
+
+def test_driver_packages_are_what_removal_removes_and_nothing_else():
+    installed = [
+        *INSTALLED,
+        "linux-modules-nvidia-580-server-open-generic",
+        "linux-signatures-nvidia-6.8.0-151-generic",
+        "libnvidia-compute",
+        "nvidia-utils",
+        "nvidia-persistenced",
+        "nvidia-fabricmanager",
+        "libnvidia-container1",
+        "libnvidia-container-tools",
+        "nvidia-container-toolkit-base",
+        "cuda-toolkit-12-8",
+        "cuda-drivers",
+        "linux-image-6.8.0-151-generic",
+        "libnccl2",
+    ]
+    removed = nvidia.driver_packages(installed)
+    assert "linux-signatures-nvidia-6.8.0-151-generic" in removed
+    unversioned = {"libnvidia-compute", "nvidia-utils", "nvidia-persistenced", "nvidia-fabricmanager", "cuda-drivers"}
+    assert unversioned <= set(removed)
+    assert "nvidia-driver-pinning-570" in removed
+    others = {"libnvidia-container1", "libnvidia-container-tools", "nvidia-container-toolkit", "libnccl2"}
+    others |= {"nvidia-container-toolkit-base", "cuda-toolkit-12-8", "linux-image-6.8.0-151-generic"}
+    assert not others & set(removed)
+
 
 INSTALLED = [
     "nvidia-utils-570-server",

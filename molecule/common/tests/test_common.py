@@ -1,6 +1,7 @@
 """Facts about a host converged with the common role."""
 
 import json
+import re
 
 import pytest
 
@@ -23,11 +24,25 @@ def test_extra_ca_is_in_system_bundle(host):
         assert body[:64] in bundle.replace("\n", "")
 
 
-def test_unattended_upgrades_exclude_nvidia_and_kernel(host):
+def _blacklist(host) -> list[str]:
     out = host.check_output("apt-config dump Unattended-Upgrade::Package-Blacklist")
-    patterns = [line.split('"')[1] for line in out.splitlines() if '"' in line]
-    for expected in ("nvidia-", "libnvidia-", "linux-image-", "cuda-", "my-pinned-package"):
+    # the list's own line has an empty value: `Unattended-Upgrade::Package-Blacklist "";`
+    return [line.split('"')[1] for line in out.splitlines() if '"' in line and line.split('"')[1]]
+
+
+def test_unattended_upgrades_exclude_nvidia_and_cuda(host):
+    patterns = _blacklist(host)
+    for expected in ("nvidia-", "libnvidia-", "cuda-", "my-pinned-package"):
         assert expected in patterns
+
+
+@pytest.mark.parametrize(
+    "package",
+    ["linux-image-6.8.0-151-generic", "linux-generic", "linux-modules-nvidia-580-server-open-6.8.0-151-generic"],
+)
+def test_unattended_upgrades_keep_updating_kernels_and_their_nvidia_modules(host, package):
+    # unattended-upgrades matches each pattern with re.match (from the start of the name)
+    assert not [p for p in _blacklist(host) if re.match(p, package)]
 
 
 def test_timezone_applied(host):

@@ -1,0 +1,353 @@
+#!/usr/bin/python
+"""Install the NVIDIA driver with Canonical's signed, precompiled kernel modules.
+
+Runs on the target host (standard library plus Ansible's module_utils). The package names come
+from the controller (``dlstack.nvidia.package_plan``); this module only talks to apt.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from ansible.module_utils.basic import AnsibleModule
+
+DOCUMENTATION = r"""
+---
+module: dlstack_nvidia_kernel_modules
+short_description: Install the NVIDIA driver with Canonical's precompiled, signed kernel modules
+description:
+  - Installs O(driver) with the module meta O(modules_meta) (it pulls the modules of the kernel the
+    host's kernel meta installs, and those of every later kernel) and the module package of the
+    running kernel when the archive lists one, in one apt transaction.
+  - Canonical's module packages can lag a kernel update; an index can even list one the archive does
+    not serve yet (404). When apt cannot fetch a package, the module drops what needs it and installs
+    the modules of the newest kernel ABI of the running kernel's line (same version and flavour)
+    that the archive serves (its kernel image comes with it), so that the host has one kernel with a
+    working module. The
+    dlstack-nvidia-boot-guard (installed by the role) then keeps GRUB on that kernel.
+  - Never installs a DKMS package. Supports check mode (reports what is missing).
+options:
+  driver:
+    description: Driver packages (userspace, C(nvidia-headless-no-dkms-*), C(nvidia-utils-*)).
+    type: list
+    elements: str
+    required: true
+  modules_meta:
+    description: The module meta that follows the kernel meta, e.g. C(linux-modules-nvidia-580-server-open-generic).
+    type: str
+    required: true
+  modules_prefix:
+    description: Prefix of per-kernel module packages; the package of one kernel is the prefix plus C(uname -r).
+    type: str
+    required: true
+  kernel:
+    description: The running kernel release (C(uname -r)).
+    type: str
+    required: true
+  meta_required:
+    description: The driver cannot be installed without the meta (the desktop C(nvidia-driver-*) depends on
+      C(nvidia-dkms-*), which only the meta provides); no fallback then.
+    type: bool
+    default: false
+  attempts:
+    description: How many apt runs to try before giving up.
+    type: int
+    default: 4
+  upgrade:
+    description: Also move installed packages to the archive's newest version (a point release inside the
+      branch; the caller releases the holds first). Without it, installed packages are left as they are.
+    type: bool
+    default: false
+author: dlstack
+"""
+
+EXAMPLES = r"""
+- name: Install the driver with precompiled modules
+  dlstack_nvidia_kernel_modules:
+    driver: [nvidia-headless-no-dkms-580-server-open, nvidia-utils-580-server]
+    modules_meta: linux-modules-nvidia-580-server-open-generic
+    modules_prefix: linux-modules-nvidia-580-server-open-
+    kernel: "{{ ansible_facts['kernel'] }}"
+"""
+
+RETURN = r"""
+installed:
+  description: Packages this run asked apt to install (empty when nothing was missing).
+  type: list
+  returned: always
+unavailable:
+  description: Packages the index lists but apt could not fetch (C(404 Not Found) and the like).
+  type: list
+  returned: always
+meta_installed:
+  description: Whether the module meta is installed (modules follow kernel updates only then).
+  type: bool
+  returned: always
+module_kernels:
+  description: Kernel releases that have a module package installed, newest first.
+  type: list
+  returned: always
+messages:
+  description: What was decided and why, in words for the run's output.
+  type: list
+  returned: always
+"""
+
+Runner = Callable[[Sequence[str]], tuple[int, str]]
+_FETCH_FAILED = re.compile(r"(?:Failed to fetch|Err:\d+)\s+\S*/(?P<name>[^/_\s]+)_[^/\s]+\.deb")
+_KERNEL = re.compile(r"^(?P<abi>\d+\.\d+\.\d+-\d+)-(?P<flavour>[a-z][a-z0-9-]*)$")
+APT_ENV = {"DEBIAN_FRONTEND": "noninteractive", "LC_ALL": "C"}
+APT_OPTIONS = ["-o", "DPkg::Lock::Timeout=600", "-o", "Dpkg::Options::=--force-confold"]
+
+
+def run(argv: Sequence[str]) -> tuple[int, str]:
+    proc = subprocess.run(
+        list(argv),
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, **APT_ENV},
+    )
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+# ------------------------------------------------------------------------------ pure helpers
+
+
+def unavailable_packages(apt_output: str) -> set[str]:
+    """Package names of the .deb files apt could not fetch (``Failed to fetch .../name_ver_arch.deb 404``)."""
+    return {m.group("name") for m in _FETCH_FAILED.finditer(apt_output)}
+
+
+def _abi_key(abi: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.split(r"[.-]", abi))
+
+
+def module_abis(names: Iterable[str], prefix: str, flavour: str, series: str = "") -> list[str]:
+    """Kernel releases of ``flavour`` that ``prefix + release`` packages exist for, newest first.
+
+    ``series`` (``6.8.0``) keeps only that kernel line: an HWE kernel (7.0.0-44-generic) has the
+    same flavour as the GA kernel a host runs (6.8.0-151-generic), but is not its update.
+    """
+    found = []
+    for name in names:
+        match = _KERNEL.match(name[len(prefix) :]) if name.startswith(prefix) else None
+        line = f"{series}-" if series else ""
+        if match and match.group("flavour") == flavour and match.group("abi").startswith(line):
+            found.append(match.group("abi"))
+    return [f"{abi}-{flavour}" for abi in sorted(set(found), key=_abi_key, reverse=True)]
+
+
+def kernel_series(kernel: str) -> str:
+    """``6.8.0-151-generic`` -> ``6.8.0``."""
+    match = _KERNEL.match(kernel)
+    return match.group("abi").split("-")[0] if match else ""
+
+
+def kernel_flavour(kernel: str) -> str:
+    match = _KERNEL.match(kernel)
+    return match.group("flavour") if match else ""
+
+
+@dataclass
+class Plan:
+    """The packages one apt run installs and the reasons for what was left out."""
+
+    wanted: list[str]
+    messages: list[str] = field(default_factory=list)
+    possible: bool = True
+
+
+def first_plan(driver: Sequence[str], meta: str, running: str, listed: set[str]) -> Plan:
+    """Driver + meta + the running kernel's modules, each when the index lists it."""
+    plan = Plan(list(driver))
+    for package in (meta, running):
+        if package in listed:
+            plan.wanted.append(package)
+        else:
+            plan.messages.append(f"{package} is not in the package index")
+    return plan
+
+
+def fallback_plan(
+    driver: Sequence[str],
+    *,
+    candidates: Sequence[str],
+    prefix: str,
+    unavailable: set[str],
+    installed_module_kernels: Sequence[str],
+) -> Plan:
+    """The driver alone when a kernel already has its modules, else the newest servable kernel's."""
+    plan = Plan(list(driver))
+    if installed_module_kernels:
+        plan.messages.append(
+            f"kernel {installed_module_kernels[0]} already has its NVIDIA module package; "
+            "the boot guard keeps GRUB on a kernel that has one"
+        )
+        return plan
+    for kernel in candidates:
+        if prefix + kernel not in unavailable:
+            plan.wanted.append(prefix + kernel)
+            plan.messages.append(
+                f"installing the modules of kernel {kernel} (the newest the archive serves; its kernel "
+                "image comes with them): the host boots it until the newer kernel's modules are published"
+            )
+            return plan
+    plan.possible = False
+    return plan
+
+
+# ------------------------------------------------------------------------------ apt
+
+
+def listed_packages(prefix: str, runner: Runner) -> set[str]:
+    """Package names in the index that start with ``prefix``."""
+    code, out = runner(["apt-cache", "pkgnames", prefix])
+    return set(out.split()) if code == 0 else set()
+
+
+def installed_versions(runner: Runner) -> dict[str, str]:
+    """Installed packages and their versions."""
+    code, out = runner(["dpkg-query", "-W", "-f=${db:Status-Status} ${Package} ${Version}\n"])
+    if code != 0:
+        return {}
+    found = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[0] == "installed":
+            found[parts[1]] = parts[2] if len(parts) > 2 else ""
+    return found
+
+
+def installed_packages(runner: Runner) -> set[str]:
+    return set(installed_versions(runner))
+
+
+_SIMULATED = re.compile(r"^(?P<upgraded>\d+) upgraded, (?P<new>\d+) newly installed", re.MULTILINE)
+
+
+def simulated_changes(packages: Sequence[str], runner: Runner) -> int:
+    """How many packages ``apt-get install`` would upgrade or install (a simulation, for check mode)."""
+    code, out = runner(["apt-get", "install", "-s", "--no-install-recommends", *packages])
+    match = _SIMULATED.search(out) if code == 0 else None
+    return int(match.group("upgraded")) + int(match.group("new")) if match else 0
+
+
+def apt_install(packages: Sequence[str], runner: Runner) -> tuple[int, str]:
+    return runner(["apt-get", "install", "-y", "-q", "--no-install-recommends", *APT_OPTIONS, *packages])
+
+
+# ------------------------------------------------------------------------------ the module
+
+
+@dataclass
+class Result:
+    changed: bool = False
+    installed: list[str] = field(default_factory=list)
+    unavailable: list[str] = field(default_factory=list)
+    messages: list[str] = field(default_factory=list)
+    failed: str = ""
+
+
+def installed_module_kernels(installed: set[str], prefix: str) -> list[str]:
+    flavours = {kernel_flavour(n[len(prefix) :]) for n in installed if n.startswith(prefix)}
+    kernels: list[str] = []
+    for flavour in sorted(f for f in flavours if f):
+        kernels += module_abis(installed, prefix, flavour)
+    return sorted(kernels, key=lambda k: _abi_key(k.rsplit("-", 1)[0]), reverse=True)
+
+
+def converge(params: dict, runner: Runner, check_mode: bool) -> Result:
+    prefix, meta, kernel = params["modules_prefix"], params["modules_meta"], params["kernel"]
+    listed = listed_packages(prefix, runner)
+    before = installed_versions(runner)
+    installed = set(before)
+    plan = first_plan(params["driver"], meta, prefix + kernel, listed)
+    result = Result(messages=list(plan.messages))
+    missing = [p for p in plan.wanted if p not in installed]
+    if not missing and not params.get("upgrade"):
+        return result
+    if check_mode:
+        result.changed = bool(missing) or simulated_changes(plan.wanted, runner) > 0
+        result.installed = missing
+        return result
+    unavailable: set[str] = set()
+    for _ in range(params["attempts"]):
+        code, out = apt_install(plan.wanted, runner)
+        if code == 0:
+            result.installed = [p for p in plan.wanted if p not in installed]
+            result.changed = installed_versions(runner) != before
+            result.unavailable = sorted(unavailable)
+            return result
+        failed = unavailable_packages(out)
+        if not failed or failed <= unavailable:
+            result.failed = f"apt-get install {' '.join(plan.wanted)} failed:\n{out.strip()[-2000:]}"
+            return result
+        unavailable |= failed
+        result.messages.append(f"the archive lists but does not serve: {', '.join(sorted(failed))}")
+        if params["meta_required"]:
+            result.failed = (
+                f"{meta} cannot be installed now ({', '.join(sorted(failed))} cannot be fetched), and the desktop "
+                "driver package depends on it. Rerun when the archive serves it, set nvidia_driver_flavour to "
+                "'server', or build the modules with DKMS (nvidia_driver_prefer_precompiled: false; under Secure "
+                "Boot the Machine Owner Key must then be enrolled)."
+            )
+            return result
+        plan = fallback_plan(
+            params["driver"],
+            candidates=module_abis(listed, prefix, kernel_flavour(kernel), kernel_series(kernel)),
+            prefix=prefix,
+            unavailable=unavailable,
+            installed_module_kernels=installed_module_kernels(installed, prefix),
+        )
+        result.messages.append(
+            f"{meta} is left out until the archive serves it: without it, new kernels do not bring their "
+            "NVIDIA modules (the next run of this role retries)"
+        )
+        result.messages += plan.messages
+        if not plan.possible:
+            result.failed = (
+                f"No {kernel_flavour(kernel)} kernel has {prefix}* module packages that the archive serves "
+                f"(cannot fetch: {', '.join(sorted(unavailable))}); nothing was installed. Rerun when the archive "
+                "has them, or build the modules with DKMS (nvidia_driver_prefer_precompiled: false; under Secure "
+                "Boot the Machine Owner Key must then be enrolled)."
+            )
+            return result
+    result.failed = f"gave up after {params['attempts']} apt runs; cannot fetch: {', '.join(sorted(unavailable))}"
+    return result
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "driver": {"type": "list", "elements": "str", "required": True},
+            "modules_meta": {"type": "str", "required": True},
+            "modules_prefix": {"type": "str", "required": True},
+            "kernel": {"type": "str", "required": True},
+            "meta_required": {"type": "bool", "default": False},
+            "attempts": {"type": "int", "default": 4},
+            "upgrade": {"type": "bool", "default": False},
+        },
+        supports_check_mode=True,
+    )
+    result = converge(module.params, run, module.check_mode)
+    installed = installed_packages(run)
+    report = {
+        "changed": result.changed,
+        "installed": result.installed,
+        "unavailable": result.unavailable,
+        "meta_installed": module.params["modules_meta"] in installed,
+        "module_kernels": installed_module_kernels(installed, module.params["modules_prefix"]),
+        "messages": result.messages,
+    }
+    if result.failed:
+        module.fail_json(msg=result.failed, **report)
+    module.exit_json(**report)
+
+
+if __name__ == "__main__":
+    main()
