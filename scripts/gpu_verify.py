@@ -4,8 +4,10 @@
 Self-contained (standard library plus the frameworks it finds: torch, tensorflow, optional
 pynvml) so it can be copied to hosts and into container images. Every check passes, fails,
 warns or is skipped with a reason; results go to a terminal table and to JSON (schema in
-docs/gpu_verify.md). Exit code: 0 when every required check passed, 1 when one failed,
-2 on a usage error.
+docs/gpu_verify.md). GPU mode when an NVIDIA GPU is on the PCI bus, an NVIDIA kernel driver is
+installed or --expect-gpu is given; CPU mode otherwise or with --cpu. In GPU mode, system.driver_state
+says why a GPU does not work and how to fix it. Exit code: 0 when every required check passed, 1 when
+one failed, 2 on a usage error.
 """
 
 from __future__ import annotations
@@ -139,10 +141,20 @@ class Context:
     perf: list[PerfResult] = dataclasses.field(default_factory=list)
     frameworks: dict[str, str | None] = dataclasses.field(default_factory=dict)
     min_fraction: dict[str, float] = dataclasses.field(default_factory=lambda: dict(DEFAULT_MIN_FRACTION))
+    # The mode main() chose (choose_mode); None: as the arguments say (--cpu or not).
+    cpu: bool | None = None
+    mode_reason: str = ""
 
     @property
     def cpu_mode(self) -> bool:
-        return bool(self.args.cpu)
+        return bool(self.args.cpu) if self.cpu is None else self.cpu
+
+    @property
+    def cpu_skip_reason(self) -> str:
+        """Why the GPU checks are skipped in CPU mode, for their ``skip`` messages."""
+        if self.args.cpu or not self.mode_reason:
+            return "--cpu: GPU checks skipped"
+        return f"CPU mode ({self.mode_reason}): GPU checks skipped"
 
     def add(self, result: CheckResult) -> CheckResult:
         if result.status == WARN and result.category == "hardware" and self.args.strict_hardware:
@@ -531,19 +543,30 @@ def check_nvidia_smi(ctx: Context) -> CheckResult:
     )
 
 
+LIB_DIRS = ("usr/lib/x86_64-linux-gnu", "usr/lib/aarch64-linux-gnu", "usr/lib64", "usr/lib")
+
+
+def version_key(version: str) -> tuple[int, ...]:
+    """A driver version ("580.95.05") as a tuple that sorts numerically."""
+    return tuple(int(part) for part in re.findall(r"\d+", version))
+
+
+def libnvidia_ml_version(root: Path = Path("/")) -> str | None:
+    """The installed userspace driver version from the libnvidia-ml.so.X.Y[.Z] file name (newest)."""
+    found = []
+    for directory in LIB_DIRS:
+        for path in (root / directory).glob("libnvidia-ml.so.*.*"):
+            match = re.search(r"libnvidia-ml\.so\.(\d+\.\d+(?:\.\d+)?)$", path.name)
+            if match:
+                found.append(match.group(1))
+    return max(found, key=version_key) if found else None
+
+
 def userspace_driver_version(ctx: Context) -> str | None:
     """The userspace driver version: nvidia-smi's answer, else the libnvidia-ml file name."""
     if ctx.gpus and ctx.gpus[0].driver_version:
         return ctx.gpus[0].driver_version
-    patterns = ["/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.*.*", "/usr/lib/aarch64-linux-gnu/libnvidia-ml.so.*.*"]
-    patterns += ["/usr/lib64/libnvidia-ml.so.*.*", "/usr/lib/libnvidia-ml.so.*.*"]
-    for pattern in patterns:
-        directory, _, name_glob = pattern.rpartition("/")
-        for path in sorted(Path(directory).glob(name_glob)):
-            match = re.search(r"libnvidia-ml\.so\.(\d+\.\d+(?:\.\d+)?)$", path.name)
-            if match:
-                return match.group(1)
-    return None
+    return libnvidia_ml_version()
 
 
 def check_kernel_module(ctx: Context, proc_file: Path = Path("/proc/driver/nvidia/version")) -> CheckResult:
@@ -638,15 +661,562 @@ def check_gpu_health(ctx: Context, gpu: GPUInfo) -> CheckResult:
     return CheckResult(f"system.gpu[{gpu.index}]", "system", status, message, details=dataclasses.asdict(gpu))
 
 
-def system_checks(ctx: Context) -> None:
-    ids = ("system.nvidia_smi", "system.kernel_module", "system.cuda_driver")
-    if ctx.cpu_mode:
-        for check_id in ids:
-            ctx.add(skip(check_id, "system", "--cpu: GPU checks skipped"))
+# --------------------------------------------------------------------------------------------
+# driver state: why there is no working GPU (gathered in one place, judged by a pure function)
+# --------------------------------------------------------------------------------------------
+
+NVIDIA_VENDOR = "0x10de"
+FACT_FILE = "etc/ansible/facts.d/nvidia_driver.fact"
+# the nvidia_driver role's boot guard: which kernel GRUB starts next and which kernels lack a module
+GUARD_STATE_FILE = "var/lib/dlstack/nvidia-boot-guard.json"
+GUARD_KEYS = ("boot_kernel", "kernels_without_module")
+REBOOT_PKGS_FILE = "var/run/reboot-required.pkgs"
+SECURE_BOOT_VAR = "sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c"
+CANONICAL_SIGNER = "canonical"
+
+Runner = Callable[[Sequence[str]], tuple[int, str, str]]
+
+# modprobe's errors (errno strings) and the kernel's log lines, by what they mean
+_MODPROBE_REJECTED = re.compile(r"Key was rejected by service|Required key not available", re.IGNORECASE)
+_MODPROBE_NO_DEVICE = re.compile(r"No such device", re.IGNORECASE)
+_MODPROBE_NOT_FOUND = re.compile(r"Module nvidia not found", re.IGNORECASE)
+_LOG_REJECTED = re.compile(
+    # kernel/module/signing.c: "Loading of unsigned module is rejected", "... module with unavailable key ..."
+    r"Loading of (?:unsigned module|module with unavailable key) is rejected"
+    r"|Key was rejected|Required key not available"
+    r"|unsigned module loading is restricted|PKCS#7 signature not signed with a trusted key",
+    re.IGNORECASE,
+)
+_LOG_NO_DEVICE = re.compile(
+    r"NVRM: No NVIDIA GPU found|NVRM: No NVIDIA devices probed|NVRM: The NVIDIA probe routine was not called",
+    re.IGNORECASE,
+)
+_LOG_RELEVANT = re.compile(
+    r"nvidia|NVRM|nouveau|Key was rejected|Loading of .*module|Required key not available|Lockdown:|PKCS#7",
+    re.IGNORECASE,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class PciDevice:
+    """One NVIDIA function on the PCI bus, from /sys/bus/pci/devices/<address>/."""
+
+    address: str
+    pci_class: str
+    device_id: str | None = None
+    driver: str | None = None  # the kernel driver bound to it (nvidia, nouveau, vfio-pci), None when unbound
+
+    @property
+    def is_gpu(self) -> bool:
+        """Display controllers (VGA 0x0300, 3D 0x0302): GPUs."""
+        return self.pci_class.lower().startswith("0x03")
+
+    @property
+    def is_nvswitch(self) -> bool:
+        """Bridge, other (0x0680): NVSwitch on HGX/DGX boards."""
+        return self.pci_class.lower().startswith("0x0680")
+
+
+def _read_sysfs(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace").strip()
+    except OSError:
+        return None
+
+
+def nvidia_pci_devices(sys_root: Path = Path("/sys")) -> list[PciDevice]:
+    """NVIDIA functions (vendor 0x10de) on the PCI bus, in address order."""
+    devices = []
+    base = sys_root / "bus" / "pci" / "devices"
+    for entry in sorted(base.glob("*")) if base.is_dir() else []:
+        if (_read_sysfs(entry / "vendor") or "").lower() != NVIDIA_VENDOR:
+            continue
+        driver_link = entry / "driver"
+        driver = driver_link.readlink().name if driver_link.is_symlink() else None
+        devices.append(
+            PciDevice(
+                address=entry.name,
+                pci_class=_read_sysfs(entry / "class") or "",
+                device_id=_read_sysfs(entry / "device"),
+                driver=driver,
+            )
+        )
+    return devices
+
+
+def fact_bool(value: Any) -> bool | None:
+    """A local fact's boolean, whether JSON wrote it as true or a template as "True"; None if unknown."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return bool(value)
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("true", "yes", "on", "1"):
+            return True
+        if text in ("false", "no", "off", "0"):
+            return False
+    return None
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def read_driver_fact(root: Path = Path("/")) -> dict[str, Any]:
+    """The nvidia_driver role's local fact; {} when absent or unreadable."""
+    return _read_json(root / FACT_FILE)
+
+
+def read_guard_state(root: Path = Path("/")) -> dict[str, Any]:
+    """The boot guard's last decision (boot_kernel, kernels_without_module); {} when absent."""
+    return _read_json(root / GUARD_STATE_FILE)
+
+
+def kernel_driver_installed(fact: dict[str, Any]) -> bool:
+    """True when the nvidia_driver role installed kernel modules (not userspace only)."""
+    modules = str(fact.get("kernel_modules") or "none").strip().lower()
+    return fact_bool(fact.get("userspace_only")) is False or modules not in ("none", "")
+
+
+def gpu_evidence(root: Path = Path("/")) -> list[str]:
+    """Reasons to expect a working NVIDIA GPU here; empty on a host with none (CPU mode is right)."""
+    devices = nvidia_pci_devices(root / "sys")
+    evidence = []
+    gpus = [device.address for device in devices if device.is_gpu]
+    switches = [device.address for device in devices if device.is_nvswitch]
+    if gpus:
+        evidence.append(f"{len(gpus)} NVIDIA GPU(s) on the PCI bus ({', '.join(gpus)})")
+    if switches:
+        evidence.append(f"{len(switches)} NVSwitch(es) on the PCI bus")
+    fact = read_driver_fact(root)
+    if kernel_driver_installed(fact):
+        evidence.append(f"the nvidia_driver role installed kernel modules ({fact.get('kernel_modules', '?')})")
+    if (root / "sys" / "module" / "nvidia").is_dir():
+        evidence.append("the nvidia kernel module is loaded")
+    if (root / "dev" / "nvidiactl").exists():
+        evidence.append("/dev/nvidiactl exists")
+    return evidence
+
+
+def choose_mode(cpu_flag: bool, expect_gpu_flag: bool, evidence: Sequence[str]) -> tuple[bool, str]:
+    """(CPU mode?, why): --cpu wins; else GPU mode when asked for or when there is any evidence of a GPU."""
+    if cpu_flag:
+        return True, "--cpu given"
+    if expect_gpu_flag:
+        return False, "--expect-gpu given"
+    if evidence:
+        return False, "; ".join(evidence)
+    return True, "no NVIDIA GPU on the PCI bus and no NVIDIA kernel driver installed"
+
+
+@dataclasses.dataclass
+class DriverState:
+    """What the host says about its NVIDIA driver (gather_driver_state); judged by diagnose_driver."""
+
+    kernel: str
+    devices: list[PciDevice] = dataclasses.field(default_factory=list)
+    module_loaded: bool = False
+    loaded_version: str | None = None  # /sys/module/nvidia/version
+    userspace_version: str | None = None  # libnvidia-ml file name, else dpkg
+    module_present: bool | None = None  # modinfo found nvidia for the running kernel; None: modinfo missing
+    module_file: str | None = None
+    signer: str | None = None  # modinfo -F signer nvidia; "" when unsigned
+    modprobe_error: str | None = None  # a failed `modprobe nvidia` (root only, module not loaded)
+    loaded_by_verify: bool = False  # our `modprobe nvidia` loaded it
+    kernel_log: list[str] = dataclasses.field(default_factory=list)
+    control_node: bool = False  # /dev/nvidiactl
+    gpu_nodes: list[str] = dataclasses.field(default_factory=list)  # /dev/nvidia0, /dev/nvidia1, ...
+    nouveau_loaded: bool = False
+    reboot_required_pkgs: list[str] = dataclasses.field(default_factory=list)
+    fact: dict[str, Any] = dataclasses.field(default_factory=dict)
+    guard: dict[str, Any] = dataclasses.field(default_factory=dict)  # the boot guard's last decision
+    secure_boot: bool | None = None
+    in_container: bool = False
+
+    @property
+    def gpus(self) -> list[PciDevice]:
+        return [device for device in self.devices if device.is_gpu]
+
+
+def _first_line(text: str) -> str:
+    return next((line.strip() for line in text.splitlines() if line.strip()), "")
+
+
+def dpkg_driver_version(run: Runner) -> str | None:
+    """The installed libnvidia-compute package's driver version (newest), through dpkg-query."""
+    code, out, _ = run(["dpkg-query", "-W", "-f", "${db:Status-Abbrev} ${Package} ${Version}\n", "libnvidia-compute-*"])
+    if code != 0:
+        return None
+    found = []
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[0].startswith("ii"):
+            match = re.match(r"(?:\d+:)?(\d+\.\d+(?:\.\d+)?)", parts[2])
+            if match:
+                found.append(match.group(1))
+    return max(found, key=version_key) if found else None
+
+
+def _read_loaded(state: DriverState, root: Path) -> None:
+    """The loaded module, its version and the device nodes (read again after a modprobe)."""
+    module_dir = root / "sys" / "module" / "nvidia"
+    state.module_loaded = module_dir.is_dir()
+    state.loaded_version = _read_sysfs(module_dir / "version") if state.module_loaded else None
+    state.control_node = (root / "dev" / "nvidiactl").exists()
+    nodes = (root / "dev").glob("nvidia[0-9]*")
+    names = [path.name for path in nodes if re.fullmatch(r"nvidia\d+", path.name)]
+    state.gpu_nodes = sorted(names, key=lambda name: int(name[len("nvidia") :]))
+
+
+def _read_module_info(state: DriverState, run: Runner) -> None:
+    code, out, _ = run(["modinfo", "-k", state.kernel, "-n", "nvidia"])
+    if code == 127:
         return
+    state.module_present = code == 0 and bool(out.strip())
+    if state.module_present:
+        state.module_file = out.strip()
+        code, out, _ = run(["modinfo", "-k", state.kernel, "-F", "signer", "nvidia"])
+        state.signer = out.strip() if code == 0 else None
+
+
+def _try_modprobe(state: DriverState, run: Runner, root: Path) -> None:
+    """Load the module once (root only, when not loaded) to hear the kernel's answer."""
+    code, out, err = run(["modprobe", "nvidia"])
+    if code == 0:
+        state.loaded_by_verify = True
+        _read_loaded(state, root)
+    elif code != 127:
+        state.modprobe_error = _first_line(err) or _first_line(out) or f"modprobe exited {code}"
+        if _MODPROBE_NOT_FOUND.search(state.modprobe_error):
+            state.module_present = False
+
+
+def _read_secure_boot(root: Path) -> bool | None:
+    try:
+        data = (root / SECURE_BOOT_VAR).read_bytes()
+    except OSError:
+        return None
+    return data[4] == 1 if len(data) >= 5 else None  # 4 bytes of attributes, then the value
+
+
+def _read_reboot_pkgs(root: Path) -> list[str]:
+    text = read_text(str(root / REBOOT_PKGS_FILE))
+    names = [line.strip() for line in text.splitlines() if line.strip()]
+    return sorted({name for name in names if "nvidia" in name or name.startswith("linux-")})
+
+
+def gather_driver_state(
+    root: Path = Path("/"), run: Runner = run_command, kernel: str | None = None, is_root: bool | None = None
+) -> DriverState:
+    """Read everything diagnose_driver needs: sysfs, /dev, the local fact, modinfo, modprobe, dmesg.
+
+    ``root`` prefixes every path and ``run`` runs every command, so tests pass a fake tree and fake
+    commands. The only change it can make: as root, with the module not loaded, ``modprobe nvidia``.
+    """
+    state = DriverState(kernel=kernel or platform.release())
+    state.devices = nvidia_pci_devices(root / "sys")
+    _read_loaded(state, root)
+    state.fact = read_driver_fact(root)
+    state.guard = read_guard_state(root)
+    state.nouveau_loaded = (root / "sys" / "module" / "nouveau").is_dir()
+    state.userspace_version = libnvidia_ml_version(root) or dpkg_driver_version(run)
+    _read_module_info(state, run)
+    if is_root is None:
+        is_root = os.geteuid() == 0
+    if is_root and not state.module_loaded and state.module_present is not False:
+        _try_modprobe(state, run, root)
+    code, out, _ = run(["dmesg"])
+    if code == 0:
+        state.kernel_log = [line.strip() for line in out.splitlines() if _LOG_RELEVANT.search(line)][-20:]
+    state.reboot_required_pkgs = _read_reboot_pkgs(root)
+    state.secure_boot = _read_secure_boot(root)
+    state.in_container = (root / ".dockerenv").exists() or (root / "run" / ".containerenv").exists()
+    return state
+
+
+# Each rule returns (state name, what is wrong, how to fix it), or None when it does not apply.
+Finding = tuple[str, str, str]
+REBOOT_FIX = "reboot (`sudo reboot`), or rerun the playbook with `-e nvidia_driver_reboot=auto`"
+
+
+def modules_package(state: DriverState) -> str:
+    """Ubuntu's precompiled module package for the running kernel, as far as the fact tells."""
+    branch = str(state.fact.get("branch") or "").strip()
+    if not branch:
+        return f"linux-modules-nvidia-<branch>-{state.kernel}"
+    server = "-server" if fact_bool(state.fact.get("server_line")) and not branch.endswith("-server") else ""
+    modules_open = "-open" if str(state.fact.get("kernel_modules") or "").lower() == "open" else ""
+    return f"linux-modules-nvidia-{branch}{server}{modules_open}-{state.kernel}"
+
+
+def _rule_module_missing(state: DriverState) -> Finding | None:
+    if state.module_present is not False:
+        return None
+    problem = f"no nvidia kernel module for the running kernel {state.kernel} (`modinfo -k {state.kernel} nvidia`)"
+    boot_kernel = str(state.guard.get("boot_kernel") or "").strip()
+    without_module = state.guard.get("kernels_without_module") or []
+    if boot_kernel and boot_kernel != state.kernel and boot_kernel not in without_module:
+        fix = (
+            f"reboot: the boot loader will start {boot_kernel}, which has the module "
+            f"(`sudo reboot`, or rerun with `-e nvidia_driver_reboot=auto`)"
+        )
+    elif str(state.fact.get("module_source") or "").lower() == "dkms":
+        fix = (
+            f"rebuild it with DKMS: `sudo apt install linux-headers-{state.kernel}` then "
+            f"`sudo dkms autoinstall -k {state.kernel}` (see `dkms status`), or rerun the nvidia_driver role"
+        )
+    else:
+        package = modules_package(state)
+        fix = (
+            f"install the module package for this kernel (`sudo apt install {package}`) or rerun the nvidia_driver role"
+        )
+    return "module_missing", problem, fix
+
+
+def _rule_nouveau(state: DriverState) -> Finding | None:
+    bound = [gpu.address for gpu in state.gpus if gpu.driver == "nouveau"]
+    if not bound and not (state.nouveau_loaded and not state.module_loaded):
+        return None
+    where = f" and drives GPU {', '.join(bound)}" if bound else ""
+    problem = f"the nouveau driver is loaded{where}, so the NVIDIA driver cannot take the GPU"
+    fix = (
+        "reboot: the nvidia_driver role blacklisted nouveau and updated the initramfs, which takes effect at "
+        "the next boot (if nouveau comes back: `grep -r nouveau /etc/modprobe.d`, `sudo update-initramfs -u`, reboot)"
+    )
+    return "nouveau_bound", problem, fix
+
+
+def _rejection_evidence(state: DriverState) -> str | None:
+    if state.modprobe_error and _MODPROBE_REJECTED.search(state.modprobe_error):
+        return f"`modprobe nvidia`: {state.modprobe_error}"
+    lines = [line for line in state.kernel_log if _LOG_REJECTED.search(line)]
+    return f"kernel log: {lines[-1]}" if lines else None
+
+
+def _rejected_fix(state: DriverState) -> str:
+    certificate = str(state.fact.get("mok_certificate") or "").strip()
+    pending = fact_bool(state.fact.get("mok_enrollment_pending"))
+    steps = (
+        'reboot, and on the blue MokManager screen choose "Enroll MOK", "Continue", "Yes", type the password, '
+        '"Reboot" (console access needed once)'
+    )
+    if pending:
+        key = certificate or "<nvidia_driver_mok_dir>/MOK.der"
+        return (
+            f"enroll the Machine Owner Key at the next boot: `sudo mokutil --import {key}` (choose a one-time "
+            f"password; skip this if the role queued it with nvidia_driver_mok_password), then {steps}"
+        )
+    if state.signer and CANONICAL_SIGNER in state.signer.lower():
+        return (
+            "Secure Boot refuses Canonical's key, which is rare: check the firmware's db and the MOK list "
+            "(`mokutil --sb-state`, `mokutil --list-enrolled`, `mokutil --db`) and update the firmware or shim"
+        )
+    key = certificate or "<the signing certificate, e.g. /var/lib/shim-signed/mok/MOK.der>"
+    return (
+        f"the firmware does not trust the module's signing key: enroll it (`sudo mokutil --import {key}`, then "
+        f"{steps}), or rerun the nvidia_driver role, which signs DKMS modules with its own Machine Owner Key"
+    )
+
+
+def _rule_rejected(state: DriverState) -> Finding | None:
+    evidence = _rejection_evidence(state)
+    if evidence is None:
+        return None
+    signer = f"signed by '{state.signer}'" if state.signer else "unsigned (or signer unknown)"
+    secure_boot = {True: ", Secure Boot is on", False: ", Secure Boot is off", None: ""}[state.secure_boot]
+    problem = f"the kernel refuses the nvidia module's signature ({evidence}); the module is {signer}{secure_boot}"
+    return "module_rejected", problem, _rejected_fix(state)
+
+
+def _rule_no_device(state: DriverState) -> Finding | None:
+    if state.modprobe_error and _MODPROBE_NO_DEVICE.search(state.modprobe_error):
+        evidence = f"`modprobe nvidia`: {state.modprobe_error}"
+    elif lines := [line for line in state.kernel_log if _LOG_NO_DEVICE.search(line)]:
+        evidence = f"kernel log: {lines[-1]}"
+    elif not state.gpus:
+        evidence = "nothing with vendor 0x10de and class 0x03 in /sys/bus/pci/devices"
+    else:
+        return None
+    others = [f"{gpu.address} is bound to {gpu.driver}" for gpu in state.gpus if gpu.driver not in (None, "nvidia")]
+    installed = f"the nvidia module for {state.kernel} is installed but " if state.module_present else ""
+    problem = f"{installed}the kernel finds no NVIDIA GPU ({evidence})"
+    if others:
+        problem += f"; {', '.join(others)}"
+    if state.gpus:
+        fix = (
+            f"the GPU is on the PCI bus ({len(state.gpus)} found) but the driver did not take it: read "
+            "`sudo dmesg | grep NVRM` (a GPU this driver branch does not support, or another driver such as "
+            "vfio-pci holding it) and look for Xid errors (`sudo dmesg | grep -i xid`)"
+        )
+    else:
+        fix = (
+            "check that the GPU is on the bus (`lspci -d 10de:`), its power cables and seating, the BIOS settings "
+            "(slot enabled, Above 4G decoding) or, in a VM, the PCI passthrough; look for Xid errors "
+            "(`sudo dmesg | grep -i xid`)"
+        )
+    return "no_device", problem, fix
+
+
+def _rule_reboot_not_loaded(state: DriverState) -> Finding | None:
+    reasons = []
+    if fact_bool(state.fact.get("reboot_required")):
+        reasons.append("/etc/ansible/facts.d/nvidia_driver.fact says reboot_required")
+    if state.reboot_required_pkgs:
+        reasons.append(f"/var/run/reboot-required.pkgs lists {', '.join(state.reboot_required_pkgs)}")
+    if not reasons:
+        return None
+    problem = f"the nvidia kernel module is not loaded and a reboot is pending ({'; '.join(reasons)})"
+    return "reboot_pending", problem, REBOOT_FIX
+
+
+def _not_loaded(state: DriverState) -> Finding:
+    said = f": `modprobe nvidia` said {state.modprobe_error}" if state.modprobe_error else ""
+    fix = "run `sudo modprobe nvidia` and read its error and `sudo dmesg | grep -i -e nvrm -e nvidia`"
+    if not state.modprobe_error:
+        fix += "; run gpu_verify.py as root for a diagnosis"
+    return "module_not_loaded", f"the nvidia kernel module is not loaded{said}", fix
+
+
+def _rule_version_mismatch(state: DriverState) -> Finding | None:
+    if driver_versions_agree(state.loaded_version, state.userspace_version) is not False:
+        return None
+    problem = (
+        f"the loaded nvidia module is {state.loaded_version} but the installed driver is "
+        f"{state.userspace_version} (nvidia-smi: 'Driver/library version mismatch')"
+    )
+    return "reboot_pending", problem, REBOOT_FIX
+
+
+def _rule_device_nodes(state: DriverState) -> Finding | None:
+    missing = [name for name, present in (("/dev/nvidiactl", state.control_node),) if not present]
+    if not state.gpu_nodes:
+        missing.append("/dev/nvidia0 (no /dev/nvidiaN)")
+    if not missing:
+        return None
+    problem = f"the nvidia module {state.loaded_version or ''} is loaded but {' and '.join(missing)} missing"
+    if state.in_container:
+        fix = (
+            "start the container with the GPUs: `docker run --gpus all ...` (or `--device nvidia.com/gpu=all` "
+            "with CDI), with the NVIDIA Container Toolkit installed on the host"
+        )
+    else:
+        fix = (
+            "create them: `sudo nvidia-modprobe -c0 -u`, or start the persistence daemon "
+            "(`sudo systemctl start nvidia-persistenced`); if they vanish again, check the udev rules "
+            "(`udevadm monitor`, /lib/udev/rules.d/*nvidia*)"
+        )
+    return "device_node_missing", problem.replace("  ", " "), fix
+
+
+NOT_LOADED_RULES: tuple[Callable[[DriverState], Finding | None], ...] = (
+    _rule_module_missing,
+    _rule_nouveau,
+    _rule_rejected,
+    _rule_no_device,
+    _rule_reboot_not_loaded,
+)
+LOADED_RULES: tuple[Callable[[DriverState], Finding | None], ...] = (
+    _rule_version_mismatch,
+    _rule_nouveau,
+    _rule_device_nodes,
+)
+
+
+def driver_state_details(state: DriverState) -> dict[str, Any]:
+    """The gathered facts, for the report (machine-readable)."""
+    fact_keys = (
+        "version", "branch", "kernel_modules", "module_source", "userspace_only", "reboot_required",
+        "mok_enrollment_pending", "mok_certificate", "secure_boot", "signatures_enforced",
+    )  # fmt: skip
+    return {
+        "kernel": state.kernel,
+        "pci_gpus": [dataclasses.asdict(gpu) for gpu in state.gpus],
+        "pci_nvswitches": [device.address for device in state.devices if device.is_nvswitch],
+        "module_loaded": state.module_loaded,
+        "loaded_version": state.loaded_version,
+        "userspace_version": state.userspace_version,
+        "module_present": state.module_present,
+        "module_file": state.module_file,
+        "signer": state.signer,
+        "modprobe_error": state.modprobe_error,
+        "loaded_by_verify": state.loaded_by_verify,
+        "device_nodes": {"nvidiactl": state.control_node, "gpus": state.gpu_nodes},
+        "nouveau_loaded": state.nouveau_loaded,
+        "reboot_required_pkgs": state.reboot_required_pkgs,
+        "secure_boot": state.secure_boot,
+        "in_container": state.in_container,
+        "kernel_log": state.kernel_log,
+        "fact": {key: state.fact[key] for key in fact_keys if key in state.fact},
+        "boot_guard": {key: state.guard[key] for key in GUARD_KEYS if key in state.guard},
+    }
+
+
+def diagnose_driver(state: DriverState) -> CheckResult:
+    """Judge the driver: PASS (state ok) or FAIL with the state, what is wrong and its fix."""
+    details = driver_state_details(state)
+    rules = LOADED_RULES if state.module_loaded else NOT_LOADED_RULES
+    finding = next((found for rule in rules if (found := rule(state)) is not None), None)
+    if finding is None and not state.module_loaded:
+        finding = _not_loaded(state)
+    if finding is not None:
+        name, problem, fix = finding
+        details.update(state=name, problem=problem, fix=fix)
+        return CheckResult("system.driver_state", "system", FAIL, f"{name}: {problem}. Fix: {fix}", details=details)
+    loaded = " (loaded by this check)" if state.loaded_by_verify else ""
+    message = (
+        f"nvidia module {state.loaded_version} loaded{loaded} on {state.kernel}, userspace "
+        f"{state.userspace_version or 'unknown'}, {len(state.gpus)} GPU(s) on the PCI bus, "
+        f"/dev/nvidiactl and {', '.join('/dev/' + node for node in state.gpu_nodes)} present"
+    )
+    details.update(state="ok", problem=None, fix=None)
+    return CheckResult("system.driver_state", "system", PASS, message, details=details)
+
+
+def detect_report(root: Path = Path("/")) -> dict[str, Any]:
+    """What --detect prints: the NVIDIA PCI devices and the evidence auto mode goes by."""
+    devices = nvidia_pci_devices(root / "sys")
+    evidence = gpu_evidence(root)
+    return {
+        "nvidia_gpus": [device.address for device in devices if device.is_gpu],
+        "nvswitches": [device.address for device in devices if device.is_nvswitch],
+        "kernel_driver_installed": kernel_driver_installed(read_driver_fact(root)),
+        "evidence": evidence,
+        "expect_gpu": bool(evidence),
+    }
+
+
+def check_cpu_requested(evidence: Sequence[str]) -> CheckResult:
+    """A warning when --cpu was given on a host that has (or should have) an NVIDIA GPU."""
+    return CheckResult(
+        "system.cpu_mode",
+        "system",
+        WARN,
+        f"CPU mode was requested (--cpu) although {'; '.join(evidence)}: no GPU was verified",
+        required=False,
+        details={"evidence": list(evidence)},
+    )
+
+
+def system_checks(ctx: Context, evidence: Sequence[str] = ()) -> None:
+    """The driver checks in GPU mode; in CPU mode their skips (and a warning if --cpu hides a GPU)."""
+    ids = ("system.nvidia_smi", "system.driver_state", "system.kernel_module", "system.cuda_driver")
+    if ctx.cpu_mode:
+        if ctx.args.cpu and evidence:
+            ctx.add(check_cpu_requested(evidence))
+        for check_id in ids:
+            ctx.add(skip(check_id, "system", ctx.cpu_skip_reason))
+        return
+    # nvidia-smi first: as root it loads the module and creates the device nodes (nvidia-modprobe),
+    # so the driver state read next is what a user of the GPU meets.
     run_check(ctx, ids[0], "system", lambda: check_nvidia_smi(ctx))
-    run_check(ctx, ids[1], "system", lambda: check_kernel_module(ctx))
-    run_check(ctx, ids[2], "system", lambda: check_cuda_driver(ctx))
+    run_check(ctx, ids[1], "system", lambda: diagnose_driver(gather_driver_state()))
+    run_check(ctx, ids[2], "system", lambda: check_kernel_module(ctx))
+    run_check(ctx, ids[3], "system", lambda: check_cuda_driver(ctx))
     for gpu in ctx.gpus:
         run_check(ctx, f"system.gpu[{gpu.index}]", "system", lambda gpu=gpu: check_gpu_health(ctx, gpu))
 
@@ -790,7 +1360,7 @@ def check_disk(ctx: Context) -> CheckResult:
 
 def check_gpu_memory(ctx: Context) -> CheckResult:
     if ctx.cpu_mode:
-        return skip("hardware.gpu_memory", "hardware", "--cpu: GPU checks skipped")
+        return skip("hardware.gpu_memory", "hardware", ctx.cpu_skip_reason)
     if not ctx.gpus:
         return skip("hardware.gpu_memory", "hardware", "no GPU listed by nvidia-smi")
     small = [gpu for gpu in ctx.gpus if (gpu.memory_total_mib or 0) / 1024 < ctx.args.min_gpu_memory_gib]
@@ -1015,7 +1585,7 @@ def torch_checks(ctx: Context) -> None:
     cuda = getattr(torch.version, "cuda", None)
     ctx.add(CheckResult("torch.import", "framework", PASS, f"torch {torch.__version__} (CUDA {cuda})"))
     if ctx.cpu_mode:
-        ctx.add(skip("torch.gpus", "framework", "--cpu: GPU checks skipped"))
+        ctx.add(skip("torch.gpus", "framework", ctx.cpu_skip_reason))
     else:
         result = run_check(ctx, "torch.gpus", "framework", lambda: check_torch_sees_gpus(ctx, torch))
         if result.status == FAIL and not torch.cuda.is_available():
@@ -1166,7 +1736,7 @@ def check_h2d(ctx: Context, torch: Any, index: int) -> CheckResult:
 
 def performance_checks(ctx: Context, torch: Any) -> None:
     if ctx.cpu_mode:
-        ctx.add(skip("perf.gpu", "performance", "--cpu: GPU checks skipped"))
+        ctx.add(skip("perf.gpu", "performance", ctx.cpu_skip_reason))
         return
     if ctx.args.skip_perf:
         ctx.add(skip("perf.gpu", "performance", "--skip-perf given"))
@@ -1319,7 +1889,7 @@ def tensorflow_checks(ctx: Context) -> None:
     if ctx.cpu_mode:
         with contextlib.suppress(RuntimeError):
             tf.config.set_visible_devices([], "GPU")
-        ctx.add(skip("tensorflow.gpus", "framework", "--cpu: GPU checks skipped"))
+        ctx.add(skip("tensorflow.gpus", "framework", ctx.cpu_skip_reason))
         devices = ["/CPU:0"]
     else:
         for gpu in physical:
@@ -1363,6 +1933,7 @@ def build_report(ctx: Context, started: float) -> dict[str, Any]:
         "generated_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "duration_s": round(time.perf_counter() - started, 3),
         "mode": "cpu" if ctx.cpu_mode else "gpu",
+        "mode_reason": ctx.mode_reason or ("--cpu given" if ctx.cpu_mode else "GPU mode"),
         "host": host_info(),
         "environment": {
             "name": ctx.args.env_name or default_env_name(),
@@ -1401,7 +1972,18 @@ def render_table(report: dict[str, Any], colour: bool) -> str:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cpu", action="store_true", help="run the framework checks on the CPU; skip GPU checks")
+    parser.add_argument(
+        "--cpu", action="store_true", help="run the framework checks on the CPU; skip GPU checks (asked for by name)"
+    )
+    parser.add_argument(
+        "--expect-gpu",
+        action="store_true",
+        help="this host must have a working NVIDIA GPU: GPU mode even when none is on the PCI bus "
+        "(default: GPU mode when one is on the bus or an NVIDIA kernel driver is installed, else CPU mode)",
+    )
+    parser.add_argument(
+        "--detect", action="store_true", help="print the NVIDIA PCI devices and the mode auto would choose (JSON)"
+    )
     parser.add_argument("--json", action="store_true", help="print the JSON report to stdout (instead of the table)")
     parser.add_argument("--json-out", metavar="FILE", help="write the JSON report to FILE")
     parser.add_argument("--peaks", metavar="FILE", help='datasheet peaks JSON: {"<gpu name>": {"bf16": TFLOPs, ...}}')
@@ -1437,6 +2019,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     args = parse_args(argv)
+    if args.detect:
+        print(json.dumps(detect_report(), indent=2))
+        return 0
     try:
         ctx = Context(args=args, peaks=load_peaks(args.peaks))
         ctx.min_fraction = parse_min_fractions(args.min_fraction)
@@ -1446,7 +2031,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     wanted = {name.strip() for name in args.frameworks.split(",") if name.strip()}
     # CUDA's default order is "fastest first"; PCI order makes framework indices match nvidia-smi's.
     os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
-    system_checks(ctx)
+    evidence = gpu_evidence()
+    ctx.cpu, ctx.mode_reason = choose_mode(args.cpu, args.expect_gpu, evidence)
+    system_checks(ctx, evidence)
     hardware_checks(ctx)
     if "torch" in wanted:
         torch_checks(ctx)

@@ -254,9 +254,12 @@ def test_required_framework_missing_fails(tmp_path, no_frameworks):
 
 
 def test_gpu_mode_without_nvidia_smi_fails(tmp_path, no_frameworks):
-    proc = run_script("--json", "--data-dir", str(tmp_path), pythonpath=no_frameworks, path_env=str(tmp_path))
+    args = ("--expect-gpu", "--json", "--data-dir", str(tmp_path))
+    proc = run_script(*args, pythonpath=no_frameworks, path_env=str(tmp_path))
     assert proc.returncode == 1
-    checks = {check["id"]: check for check in json.loads(proc.stdout)["checks"]}
+    report = json.loads(proc.stdout)
+    assert report["mode"] == "gpu"
+    checks = {check["id"]: check for check in report["checks"]}
     assert checks["system.nvidia_smi"]["status"] == "fail"
     assert "nvidia-smi: command not found" in checks["system.nvidia_smi"]["message"]
 

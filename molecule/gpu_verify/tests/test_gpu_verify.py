@@ -36,14 +36,22 @@ def test_schema_version(report):
 
 def test_ran_on_the_cpu_in_the_system_python(report):
     assert report["mode"] == "cpu"
+    assert report["mode_reason"] == "--cpu given"
     assert report["environment"]["name"] == "system"
     assert report["environment"]["python"].startswith("/usr/bin/python3")
 
 
-@pytest.mark.parametrize("check_id", ["system.nvidia_smi", "system.kernel_module", "system.cuda_driver"])
+@pytest.mark.parametrize(
+    "check_id", ["system.nvidia_smi", "system.driver_state", "system.kernel_module", "system.cuda_driver"]
+)
 def test_system_checks_skipped_with_reason(checks, check_id):
     assert checks[check_id]["status"] == "skip"
     assert checks[check_id]["message"] == "--cpu: GPU checks skipped"
+
+
+def test_no_warning_about_a_gpu_hidden_by_cpu_mode(checks):
+    # auto chose CPU mode because there is no NVIDIA device: nothing to warn about
+    assert "system.cpu_mode" not in checks
 
 
 @pytest.mark.parametrize("framework", ["torch", "tensorflow"])
