@@ -18,6 +18,7 @@ MODULE_PATH = ROOT / "plugins" / "modules" / "dlstack_docker_daemon_json.py"
 def load_module():
     spec = importlib.util.spec_from_file_location("dlstack_docker_daemon_json", MODULE_PATH)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -28,10 +29,11 @@ LOGS = {"log-driver": "json-file", "log-opts": {"max-size": "100m", "max-file": 
 NVIDIA = {"runtimes": {"nvidia": {"path": "nvidia-container-runtime", "args": []}}}
 
 
-def params(tmp_path: Path, entries=(), overrides=None, fragments: bool = False) -> dict:
+def params(tmp_path: Path, entries=(), overrides=None, fragments: bool = False, defaults=()) -> dict:
+    """Module parameters; entries named in ``defaults`` are dlstack defaults (default: true)."""
     return {
         "path": str(tmp_path / "daemon.json"),
-        "entries": [{"name": n, "config": c} for n, c in entries],
+        "entries": [{"name": n, "config": c, "default": n in defaults} for n, c in entries],
         "fragments_dir": str(tmp_path / "daemon.json.d") if fragments else "",
         "overrides": overrides or {},
         "state_file": str(tmp_path / "state.json"),
@@ -96,10 +98,10 @@ def test_delete_path_prunes_empty_parents_only():
 
 def test_apply_keeps_foreign_keys_and_removes_only_stale_owned_ones():
     existing = {"registry-mirrors": ["https://m"], "runtimes": {"mine": {"path": "/x"}, "nvidia": {"path": "n"}}}
-    owned = [("runtimes", "nvidia", "path")]
-    result, removed = dj.apply(existing, owned, {("debug",): True})
-    assert result == {"registry-mirrors": ["https://m"], "runtimes": {"mine": {"path": "/x"}}, "debug": True}
-    assert removed == ["runtimes.nvidia.path"]
+    state = dj.State(owned=[("runtimes", "nvidia", "path")])
+    outcome = dj.apply(existing, state, {("debug",): True})
+    assert outcome.config == {"registry-mirrors": ["https://m"], "runtimes": {"mine": {"path": "/x"}}, "debug": True}
+    assert outcome.removed == ["runtimes.nvidia.path"]
     assert existing["runtimes"]["nvidia"] == {"path": "n"}, "the input must not be modified"
 
 
@@ -174,6 +176,162 @@ def test_broken_existing_file_is_reported_not_overwritten(tmp_path, text, messag
     (tmp_path / "daemon.json").write_text(text, encoding="utf-8")
     with pytest.raises(dj.DaemonJsonError, match=message):
         dj.plan(params(tmp_path, [("logs", LOGS)]))
+
+
+# ----------------------------------------------------------------------------- defaults versus explicit settings
+# The container_runtime role passes its own choices (log rotation, live-restore, data-root when it
+# picked one) as default entries; variables the user set, contributed entries, drop-ins and
+# container_runtime_daemon_config are explicit.
+
+LIVE = {"live-restore": True}
+
+
+def write(tmp_path: Path, config: dict) -> None:
+    (tmp_path / "daemon.json").write_text(json.dumps(config), encoding="utf-8")
+
+
+def read(tmp_path: Path) -> dict:
+    return json.loads((tmp_path / "daemon.json").read_text(encoding="utf-8"))
+
+
+def run(tmp_path: Path, p: dict) -> dict:
+    """Plan and commit, as one module run does."""
+    result = dj.plan(p)
+    commit(tmp_path, result)
+    return result
+
+
+def test_default_applies_on_a_file_without_the_key(tmp_path):
+    result = dj.plan(params(tmp_path, [("logs", LOGS), ("live", LIVE)], defaults={"logs", "live"}))
+    assert result["config"] == {**LOGS, **LIVE}
+    assert result["yielded"] == []
+    assert "log-opts.max-size" in result["owned"]
+
+
+def test_default_never_overwrites_a_hand_written_key(tmp_path):
+    mine = {"log-driver": "local", "log-opts": {"max-size": "20m"}, "data-root": "/srv/own"}
+    write(tmp_path, mine)
+    entries = [("logs", LOGS), ("data-root", {"data-root": "/fast/docker"}), ("live", LIVE)]
+    p = params(tmp_path, entries, defaults={"logs", "data-root", "live"})
+    result = run(tmp_path, p)
+    assert result["config"] == {**mine, **LIVE}
+    assert sorted(result["yielded"]) == [
+        "data-root: data-root written by hand",
+        "logs: log-driver, log-opts written by hand",
+    ]
+    assert "data-root" not in result["owned"]
+    assert not dj.plan(p)["file_changed"], "the second run must change nothing"
+
+
+def test_default_is_all_or_nothing(tmp_path):
+    # Only log-opts is the user's: the default's log-driver must not be added next to it either.
+    write(tmp_path, {"log-opts": {"tag": "{{.Name}}"}})
+    result = dj.plan(params(tmp_path, [("logs", LOGS)], defaults={"logs"}))
+    assert result["config"] == {"log-opts": {"tag": "{{.Name}}"}}
+    assert result["yielded"] == ["logs: log-opts written by hand"]
+
+
+def test_default_yields_to_an_explicit_setting_of_one_of_its_keys(tmp_path):
+    # journald rejects json-file's max-size/max-file: the default log rotation must go as a whole.
+    result = dj.plan(params(tmp_path, [("logs", LOGS)], overrides={"log-driver": "journald"}, defaults={"logs"}))
+    assert result["config"] == {"log-driver": "journald"}
+    assert result["yielded"] == ["logs: log-driver set explicitly"]
+
+
+def test_explicit_setting_wins_over_a_hand_written_key_and_gives_it_back(tmp_path):
+    write(tmp_path, {"data-root": "/srv/own", "debug": True})
+    explicit = params(tmp_path, [("data-root", {"data-root": "/fast/docker"})])
+    first = run(tmp_path, explicit)
+    assert first["config"]["data-root"] == "/fast/docker"
+    assert first["taken_over"] == ['data-root: "/srv/own" -> data-root="/fast/docker" (data-root)']
+    assert not dj.plan(explicit)["file_changed"]
+    # The variable is removed again: the hand-written value comes back instead of the key vanishing.
+    after = run(tmp_path, params(tmp_path, []))
+    assert after["config"] == {"data-root": "/srv/own", "debug": True}
+    assert after["restored"] == ["data-root"]
+    assert after["removed"] == []
+    assert not dj.plan(params(tmp_path, []))["file_changed"]
+
+
+def test_explicit_setting_equal_to_the_hand_written_value_keeps_it_when_dropped(tmp_path):
+    write(tmp_path, {"storage-driver": "vfs"})
+    adopt = run(tmp_path, params(tmp_path, [("sandbox", {"storage-driver": "vfs"})]))
+    assert adopt["taken_over"] == []
+    assert adopt["owned"] == ["storage-driver"]
+    dropped = run(tmp_path, params(tmp_path, []))
+    assert dropped["config"] == {"storage-driver": "vfs"}, "a key the user wrote first is never removed"
+
+
+def test_hand_edit_of_a_default_key_is_kept_and_the_rest_of_the_default_goes(tmp_path):
+    p = params(tmp_path, [("logs", LOGS)], defaults={"logs"})
+    run(tmp_path, p)
+    edited = read(tmp_path)
+    edited["log-driver"] = "journald"  # the admin switches logging by hand
+    write(tmp_path, edited)
+    result = run(tmp_path, p)
+    assert result["config"] == {"log-driver": "journald"}, "json-file's options must not stay next to journald"
+    assert result["released"] == ["log-driver"]
+    assert result["removed"] == ["log-opts.max-file", "log-opts.max-size"]
+    assert result["yielded"] == ["logs: log-driver written by hand"]
+    assert not dj.plan(p)["file_changed"]
+
+
+def test_hand_deleted_default_key_comes_back_once_and_then_stays(tmp_path):
+    # Deleting is not writing: the default fills the key in again (its variable turns it off), and
+    # the runs after that agree, rather than flipping between two files.
+    p = params(tmp_path, [("live", LIVE)], defaults={"live"})
+    run(tmp_path, p)
+    write(tmp_path, {})
+    result = run(tmp_path, p)
+    assert result["config"] == LIVE
+    assert result["yielded"] == []
+    assert not dj.plan(p)["file_changed"]
+
+
+def test_hand_edit_of_an_explicit_key_is_overwritten_and_reported(tmp_path):
+    p = params(tmp_path, [("nvidia", NVIDIA)])
+    run(tmp_path, p)
+    edited = read(tmp_path)
+    edited["runtimes"]["nvidia"]["path"] = "/opt/bin/nvidia-container-runtime"
+    write(tmp_path, edited)
+    result = run(tmp_path, p)
+    assert result["config"]["runtimes"]["nvidia"]["path"] == "nvidia-container-runtime"
+    assert result["taken_over"] == [
+        'runtimes.nvidia.path: "/opt/bin/nvidia-container-runtime" -> '
+        'runtimes.nvidia.path="nvidia-container-runtime" (nvidia)'
+    ]
+    # Disabling the toolkit later gives the admin's path back rather than deleting it.
+    dropped = run(tmp_path, params(tmp_path, []))
+    assert dropped["config"] == {"runtimes": {"nvidia": {"path": "/opt/bin/nvidia-container-runtime"}}}
+
+
+def test_state_of_an_older_version_is_read_and_upgraded(tmp_path):
+    write(tmp_path, LOGS)
+    (tmp_path / "state.json").write_text(
+        json.dumps({"owned": [["log-driver"], ["log-opts", "max-file"], ["log-opts", "max-size"]], "sources": {}}),
+        encoding="utf-8",
+    )
+    p = params(tmp_path, [("logs", LOGS)], defaults={"logs"})
+    result = dj.plan(p)
+    assert result["yielded"] == [], "keys an older dlstack owned are still dlstack's"
+    assert not result["file_changed"]
+    assert result["state_changed"]
+    commit(tmp_path, result)
+    assert not dj.plan(p)["state_changed"]
+
+
+def test_changed_keys_name_added_removed_and_changed_top_level_keys():
+    before = {"a": 1, "b": {"x": 1}, "c": True}
+    after = {"a": 1, "b": {"x": 2}, "d": None}
+    assert dj.changed_keys(before, after) == ["b", "c", "d"]
+
+
+@pytest.mark.parametrize("flag", ["yes", 1])
+def test_default_flag_must_be_a_boolean(tmp_path, flag):
+    p = params(tmp_path, [("logs", LOGS)])
+    p["entries"][0]["default"] = flag
+    with pytest.raises(dj.DaemonJsonError, match=r"default=.*expected true or false"):
+        dj.plan(p)
 
 
 # ----------------------------------------------------------------------------- the module through Ansible

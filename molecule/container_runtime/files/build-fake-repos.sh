@@ -67,6 +67,24 @@ package docker-ce 5:99.0.0-1~ubuntu "$root/docker/pool"
   -o APT::FTPArchive::Release::Architectures="$arch" release . > Release)
 gpg --batch --yes --clearsign --output "$root/docker/dists/$codename/InRelease" "$root/docker/dists/$codename/Release"
 
+# A stand-in for the kubelet of a Kubernetes node (pkgs.k8s.io can't be reached from the test
+# machine). Like the real package it is named kubelet, ships /usr/bin/kubelet and kubelet.service,
+# and does not depend on containerd (the real one's other dependencies, kubernetes-cni among them,
+# are left out: they are not in Ubuntu's archive); like the real kubelet's CRI calls, it puts its
+# containers in containerd's k8s.io namespace. It proves that the role notices such a node the way
+# dpkg, systemd and containerd show it, not that Kubernetes keeps working.
+kubelet=$work/kubelet-payload
+install -d "$kubelet/usr/bin" "$kubelet/usr/lib/systemd/system"
+printf '%s\n' '#!/bin/sh' '# dlstack test stand-in for the kubelet: registers with containerd, then idles.' \
+  'until ctr namespaces list -q 2>/dev/null | grep -qx k8s.io || ctr namespaces create k8s.io; do sleep 1; done' \
+  'exec sleep infinity' > "$kubelet/usr/bin/kubelet"
+chmod 0755 "$kubelet/usr/bin/kubelet"
+printf '%s\n' '[Unit]' 'Description=kubelet: The Kubernetes Node Agent (dlstack test stand-in)' \
+  'Wants=containerd.service' 'After=containerd.service' '[Service]' 'ExecStart=/usr/bin/kubelet' 'Restart=always' \
+  '[Install]' 'WantedBy=multi-user.target' > "$kubelet/usr/lib/systemd/system/kubelet.service"
+package kubelet 1.34.1-1.1 "$root" "" "$kubelet"
+mv "$root/kubelet_1.34.1-1.1_$arch.deb" "$root/kubelet.deb"
+
 # A tiny image for `docker import` (no registry here): a static busybox.
 mkdir -p "$work/rootfs/bin"
 cp /bin/busybox "$work/rootfs/bin/busybox"
