@@ -3,7 +3,8 @@
 :func:`load_matrix` reads ``gpus``, ``cuda``, ``drivers``, ``cudnn``, ``nccl``, ``pytorch``,
 ``tensorflow`` and ``ubuntu`` once, checks their structure and cross-references (a PyTorch variant
 names a CUDA release that ``cuda.yml`` knows, and so on) and raises :class:`MatrixError` naming
-the file, the path inside it, the bad value and what is expected. The resolver
+the file, the path inside it, the bad value and what is expected. :func:`load_pci_ids` reads the
+generated ``nvidia_pci_ids.yml`` (the PCI devices each Ubuntu driver package lists) on first use. The resolver
 (:mod:`dlstack.resolver`) works only on these records, so adding a CUDA release, a driver branch or
 a framework release is a data change.
 """
@@ -27,9 +28,21 @@ CC = tuple[int, int]
 KERNEL_MODULES = ("open", "proprietary")
 UBUNTU_FLAVOURS = {"proprietary": "proprietary", "server": "proprietary", "open": "open", "server-open": "open"}
 
+
+def driver_package(branch: int, flavour: str) -> str:
+    """Ubuntu's driver package of a branch and flavour: the flavour names are the package suffixes.
+
+    ``(580, "server-open")`` -> ``nvidia-driver-580-server-open``; ``(580, "proprietary")`` -> ``nvidia-driver-580``.
+    """
+    if flavour not in UBUNTU_FLAVOURS:
+        raise ValueError(f"flavour {flavour!r} is not one of {', '.join(UBUNTU_FLAVOURS)}")
+    return f"nvidia-driver-{branch}" + ("" if flavour == "proprietary" else f"-{flavour}")
+
+
 _CC_RE = re.compile(r"^(\d{1,2})\.(\d)$")
 _MAJOR_MINOR_RE = re.compile(r"^(\d{1,2})\.(\d{1,2})$")
 _DRIVER_RE = re.compile(r"^(\d{3})(\.\d{1,3}){1,2}$")
+_PCI_RANGE_RE = re.compile(r"^([0-9a-f]{4})(?:-([0-9a-f]{4}))?$")
 
 
 class MatrixError(ValueError):
@@ -241,6 +254,32 @@ class Matrix:
 
     def nccl_release(self, version: str) -> NcclRelease | None:
         return next((n for n in self.nccl if n.version == version), None)
+
+
+# (Ubuntu release, driver branch, flavour): one driver package, e.g. ("24.04", 580, "server-open").
+PackageKey = tuple[str, int, str]
+
+
+@dataclass(frozen=True)
+class PackageDevices:
+    """The PCI devices one Ubuntu driver package lists in its ``Modaliases:`` (vendor 10de)."""
+
+    version: str  # the upstream version that was read, e.g. 580.178.04
+    devices: frozenset[int]
+
+
+@dataclass(frozen=True)
+class PciIds:
+    """``nvidia_pci_ids.yml``: which Ubuntu driver packages list which NVIDIA PCI device ids."""
+
+    snapshot: str
+    sources: tuple[str, ...]
+    packages: Mapping[PackageKey, PackageDevices]
+    by_device: Mapping[int, frozenset[PackageKey]]  # device id -> the packages that list it
+
+    def releases_of(self, branch: int) -> tuple[str, ...]:
+        """The Ubuntu releases with data for ``branch``."""
+        return tuple(sorted({r for r, b, _ in self.packages if b == branch}))
 
 
 # ----------------------------------------------------------------------------- validation helpers
@@ -587,6 +626,89 @@ def _sources(mapping: Any, where: _Where, key: str) -> list[str]:
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             raise at.fail(f"expected a URL, got {url!r}")
     return urls
+
+
+def parse_pci_ranges(text: str) -> frozenset[int]:
+    """``"1340-1341 1344"`` -> ``{0x1340, 0x1341, 0x1344}`` (hex device ids and inclusive ranges)."""
+    devices: set[int] = set()
+    for token in str(text).split():
+        match = _PCI_RANGE_RE.match(token.lower())
+        if not match:
+            raise ValueError(f"{token!r} is not a hex PCI device id or range such as '1b81' or '1340-1341'")
+        first, last = int(match.group(1), 16), int(match.group(2) or match.group(1), 16)
+        if last < first:
+            raise ValueError(f"range {token!r} ends before it starts")
+        devices.update(range(first, last + 1))
+    return frozenset(devices)
+
+
+def _pci_sets(raw: Any, where: _Where) -> dict[str, frozenset[int]]:
+    """``device_sets``: full sets (a string of ranges) first, then ``like`` + ``plus``/``minus`` ones."""
+    if not isinstance(raw, dict) or not raw:
+        raise where.fail("expected a mapping of named device sets")
+    full = {str(k): _convert(parse_pci_ranges, v, where / k) for k, v in raw.items() if isinstance(v, str)}
+    sets = dict(full)
+    for name, spec in raw.items():
+        if isinstance(spec, str):
+            continue
+        at = where / name
+        base = _get(spec, "like", str, at)
+        if base not in full:
+            raise (at / "like").fail(f"{base!r} is not a set written in full; those are: {', '.join(full)}")
+        plus = _get(spec, "plus", str, at, optional=True)
+        minus = _get(spec, "minus", str, at, optional=True)
+        added = _convert(parse_pci_ranges, plus, at / "plus") if plus else frozenset()
+        removed = _convert(parse_pci_ranges, minus, at / "minus") if minus else frozenset()
+        sets[str(name)] = (full[base] - removed) | added
+    return sets
+
+
+def _mapping(value: Any, where: _Where) -> dict[Any, Any]:
+    if not isinstance(value, dict):
+        raise where.fail(f"expected a mapping, got {value!r}")
+    return value
+
+
+def _pci_package(spec: Any, key: PackageKey, sets: Mapping[str, frozenset[int]], at: _Where) -> PackageDevices:
+    version = _get(spec, "version", str, at)
+    if _convert(parse_driver_version, version, at / "version").branch != key[1]:
+        raise (at / "version").fail(f"{version} is not in branch {key[1]}")
+    name = _get(spec, "devices", str, at)
+    if name not in sets:
+        raise (at / "devices").fail(f"no device set {name!r}; known: {', '.join(sets)}")
+    return PackageDevices(version, sets[name])
+
+
+@cache
+def load_pci_ids() -> PciIds:
+    """Load and check ``nvidia_pci_ids.yml`` (cached). Raises :class:`MatrixError` on bad data."""
+    data, where = load("nvidia_pci_ids"), _Where("nvidia_pci_ids")
+    ubuntu = load_matrix().ubuntu
+    sets = _pci_sets(_get(data, "device_sets", dict, where), where / "device_sets")
+    packages: dict[PackageKey, PackageDevices] = {}
+    for release, branches in _get(data, "packages", dict, where).items():
+        rat = where / "packages" / release
+        if release not in ubuntu:
+            raise rat.fail(f"Ubuntu {release} is not in ubuntu.yml; known: {', '.join(ubuntu)}")
+        for branch, flavours in _mapping(branches, rat).items():
+            bat = rat / branch
+            if not re.fullmatch(r"\d{3}", str(branch)):
+                raise bat.fail("a branch is a three-digit number such as '580'")
+            for flavour, spec in _mapping(flavours, bat).items():
+                if flavour not in UBUNTU_FLAVOURS:
+                    raise (bat / flavour).fail(f"unknown flavour; expected {', '.join(UBUNTU_FLAVOURS)}")
+                key = (str(release), int(branch), str(flavour))
+                packages[key] = _pci_package(spec, key, sets, bat / flavour)
+    by_device: dict[int, set[PackageKey]] = {}
+    for key, package in packages.items():
+        for device in package.devices:
+            by_device.setdefault(device, set()).add(key)
+    return PciIds(
+        snapshot=_get(data, "snapshot", str, where),
+        sources=tuple(_sources(data, where, "sources")),
+        packages=packages,
+        by_device={device: frozenset(keys) for device, keys in by_device.items()},
+    )
 
 
 @cache

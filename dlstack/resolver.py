@@ -10,16 +10,22 @@ stack that fits. When none fits, a second search finds the candidate that breaks
 the error lists each rule it breaks with what would satisfy it, and, for each input the caller gave,
 whether dropping that input alone gives a stack (and which).
 
+The GPU may be a model, a family of models sharing a compute capability (``A100``), a compute
+capability, or the host's PCI device ids; an id gpus.yml does not know is judged by the Ubuntu driver
+packages that list it (``nvidia_pci_ids.yml``), which may leave several compute capabilities: every
+rule is then checked for each of them.
+
 Public API: :func:`resolve`, :class:`Stack`, :class:`ResolutionError`, :func:`find_gpu`,
-:func:`gpu_from_smi`.
+:func:`gpu_from_smi`, :func:`gpu_family`, :func:`pci_device_ids`, :func:`pci_gpu`, :func:`pci_gpus`,
+:func:`pci_problems`.
 """
 
 from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from packaging.requirements import InvalidRequirement, Requirement
@@ -27,16 +33,21 @@ from packaging.requirements import InvalidRequirement, Requirement
 from dlstack.matrix import (
     CC,
     KERNEL_MODULES,
+    UBUNTU_FLAVOURS,
     CudaRelease,
     DriverBranch,
     DriverVersion,
     FrameworkRelease,
     Gpu,
     Matrix,
+    PackageKey,
+    PciIds,
     UbuntuRelease,
     Variant,
     cc_str,
+    driver_package,
     load_matrix,
+    load_pci_ids,
     parse_cc,
     parse_driver_version,
     parse_major_minor,
@@ -85,10 +96,69 @@ class FrameworkChoice:
 
 
 @dataclass(frozen=True)
+class PciGpu:
+    """What the data says about one NVIDIA PCI device id (see :func:`pci_gpu`)."""
+
+    pci_id: str  # four hex digits, e.g. "1b81"
+    gpu: Gpu | None  # the gpus.yml model that lists the id, if any
+    architectures: tuple[str, ...]  # the model's, or those the driver packages listing it allow (oldest first)
+    compute_capabilities: tuple[CC, ...]  # ascending; one when the model is known
+    packages: frozenset[PackageKey]  # the Ubuntu driver packages whose Modaliases list it
+
+    @property
+    def label(self) -> str:
+        if self.gpu:
+            return f"PCI device 10de:{self.pci_id} ({self.gpu.name})"
+        return (
+            f"PCI device 10de:{self.pci_id} (a {_either(self.architectures)} GPU, "
+            f"compute capability {_cc_span(self.compute_capabilities)})"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "pci_id": self.pci_id,
+            "name": self.gpu.name if self.gpu else None,
+            "architectures": list(self.architectures),
+            "compute_capabilities": [cc_str(cc) for cc in self.compute_capabilities],
+            "branches": sorted({str(branch) for _, branch, _ in self.packages}),
+        }
+
+
+@dataclass(frozen=True)
+class GpuTarget:
+    """The GPU(s) a stack must run on: a model, a family of models, a compute capability or PCI devices.
+
+    ``ccs`` holds every compute capability the GPU(s) may have; each rule must hold for all of them.
+    """
+
+    label: str  # for messages: "Tesla P100 PCIe (pascal, compute capability 6.0)"
+    ccs: tuple[CC, ...]  # ascending, never empty
+    archs: tuple[str, ...]  # oldest first
+    gpu: Gpu | None = None  # the exact model, when known
+    family: str | None = None  # the family name given ("A100") when it is not one model
+    variants: tuple[Gpu, ...] = ()
+    devices: tuple[PciGpu, ...] = ()  # the host's PCI devices, when given
+    notes: tuple[str, ...] = ()  # warnings the stack carries
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "name": self.gpu.name if self.gpu else None,
+            "compute_capability": cc_str(self.ccs[0]) if len(self.ccs) == 1 else None,
+            "architecture": self.archs[0] if len(self.archs) == 1 else None,
+        }
+        if self.family:
+            out["family"] = self.family
+            out["variants"] = [g.name for g in self.variants]
+        if self.devices:
+            out["pci_ids"] = [d.pci_id for d in self.devices]
+            out["compute_capabilities"] = [cc_str(cc) for cc in self.ccs]
+            out["architectures"] = list(self.archs)
+        return out
+
+
+@dataclass(frozen=True)
 class Stack:
-    gpu: Gpu | None
-    compute_capability: str | None
-    architecture: str | None
+    target: GpuTarget | None
     os: str
     python: str
     driver_branch: str
@@ -101,17 +171,22 @@ class Stack:
     frameworks: tuple[FrameworkChoice, ...]
     warnings: tuple[str, ...] = field(default=())
 
+    @property
+    def gpu(self) -> Gpu | None:
+        return self.target.gpu if self.target else None
+
+    @property
+    def compute_capability(self) -> str | None:
+        return self.target.to_dict()["compute_capability"] if self.target else None
+
+    @property
+    def architecture(self) -> str | None:
+        return self.target.to_dict()["architecture"] if self.target else None
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form; the keys are the contract the preflight play and the roles read."""
-        gpu = None
-        if self.compute_capability is not None:
-            gpu = {
-                "name": self.gpu.name if self.gpu else None,
-                "compute_capability": self.compute_capability,
-                "architecture": self.architecture,
-            }
         return {
-            "gpu": gpu,
+            "gpu": self.target.to_dict() if self.target else None,
             "os": self.os,
             "driver": {
                 "branch": self.driver_branch,
@@ -126,6 +201,20 @@ class Stack:
             "frameworks": {f.name: f.to_dict() for f in self.frameworks},
             "warnings": list(self.warnings),
         }
+
+
+def _either(items: Sequence[str]) -> str:
+    """``["maxwell", "pascal", "volta"]`` -> ``"maxwell, pascal or volta"``."""
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} or {items[-1]}"
+
+
+def _both(items: Sequence[str]) -> str:
+    """``["Maxwell", "Pascal", "Volta"]`` -> ``"Maxwell, Pascal and Volta"``."""
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+
+def _cc_span(ccs: Sequence[CC]) -> str:
+    return cc_str(ccs[0]) if len(ccs) == 1 else f"{cc_str(ccs[0])} to {cc_str(ccs[-1])}"
 
 
 # ----------------------------------------------------------------------------- GPU names
@@ -201,6 +290,193 @@ def _closest_gpus(text: str, matrix: Matrix) -> list[str]:
     return names[:3]
 
 
+def gpu_family(text: str, matrix: Matrix | None = None) -> tuple[Gpu, ...]:
+    """The known models whose name or an alias starts with ``text`` as whole words, in gpus.yml order.
+
+    ``"A100"`` -> the four A100 models; ``"Tesla P100"`` -> both P100s; ``()`` when none matches.
+    """
+    matrix = matrix or load_matrix()
+    _, normal, _ = _index(matrix)
+    words = _norm(str(text)).split()
+    if not words:
+        return ()
+    names = {gpu.name for key, gpu in normal.items() if key.split()[: len(words)] == words}
+    return tuple(gpu for gpu in matrix.gpus if gpu.name in names)
+
+
+# ----------------------------------------------------------------------------- PCI device ids
+
+NVIDIA_VENDOR = "10de"
+_DISPLAY_CLASS = "03"  # PCI class 03xx: display controllers (VGA 0300, 3D 0302); not audio, USB or NVSwitch
+_LSPCI_NN = re.compile(r"\[(?P<cls>[0-9a-f]{4})\]:.*\[(?P<vendor>[0-9a-f]{4}):(?P<device>[0-9a-f]{4})\]")
+_LSPCI_N = re.compile(r"^\S+\s+(?P<cls>[0-9a-f]{4}):\s+(?P<vendor>[0-9a-f]{4}):(?P<device>[0-9a-f]{4})\b")
+_PCI_ID = re.compile(r"(?:0x)?(?:(?P<vendor>[0-9a-f]{4}):)?(?P<device>[0-9a-f]{4})")
+
+
+def pci_device_ids(devices: str | Iterable[str]) -> tuple[str, ...]:
+    """The NVIDIA GPU device ids (``"1b81"``) in ``lspci -nn`` (or ``lspci -n``) output or a list of ids.
+
+    Accepts the output as one text or its lines, and ids as ``1b81``, ``0x1b81`` or ``10de:1b81``.
+    Other vendors and NVIDIA functions that are no display controller (audio, USB, NVSwitch) are
+    skipped; duplicates (eight identical GPUs) are listed once. Raises ``ValueError`` naming an entry
+    that is none of these.
+    """
+    lines = devices.splitlines() if isinstance(devices, str) else [str(d) for d in devices]
+    found: dict[str, None] = {}
+    for raw in lines:
+        line = raw.strip().lower()
+        if not line:
+            continue
+        listed = _LSPCI_NN.search(line) or _LSPCI_N.match(line)
+        bare = None if listed else _PCI_ID.fullmatch(line)
+        if listed is None and bare is None:
+            raise ValueError(
+                f"pci_ids: {raw!r} is neither an `lspci -nn` line nor an NVIDIA device id such as "
+                "'1b81', '0x1b81' or '10de:1b81'"
+            )
+        match = listed or bare
+        if (match["vendor"] or NVIDIA_VENDOR) == NVIDIA_VENDOR and (
+            listed is None or listed["cls"].startswith(_DISPLAY_CLASS)
+        ):
+            found[match["device"]] = None
+    return tuple(found)
+
+
+def _arch_ccs(archs: Iterable[str], matrix: Matrix) -> tuple[CC, ...]:
+    """Every compute capability the data knows within ``archs``: each one's first, and each model's."""
+    archs = set(archs)
+    ccs = {matrix.architectures[a] for a in archs} | {
+        g.compute_capability for g in matrix.gpus if g.architecture in archs
+    }
+    return tuple(sorted(ccs))
+
+
+def _module_evidence(packages: frozenset[PackageKey], matrix: Matrix, pci: PciIds) -> set[str]:
+    """Architectures the open kernel modules' lists allow: listed by an -open package means Turing or newer;
+    listed by a package whose -open twin (same release, branch and line) does not list it means older."""
+    newer = {a for a, cc in matrix.architectures.items() if cc >= matrix.driver_rules.open_min_cc}
+    if any(UBUNTU_FLAVOURS[flavour] == "open" for _, _, flavour in packages):
+        return newer
+    for release, branch, flavour in packages:
+        twin = "server-open" if flavour.startswith("server") else "open"
+        if (release, branch, twin) in pci.packages:
+            return set(matrix.architectures) - newer
+    return set(matrix.architectures)
+
+
+def _dropped_evidence(packages: frozenset[PackageKey], matrix: Matrix, pci: PciIds) -> list[set[str]]:
+    """Per newer branch (newest first) whose packages do not list the device: the architectures it leaves."""
+    listing = {branch for _, branch, _ in packages}
+    out = []
+    for branch in sorted({b for _, b, _ in pci.packages} - listing, reverse=True):
+        known = matrix.driver_branch(branch)
+        if known is not None and branch > min(listing):
+            out.append(set(matrix.architectures) - known.architectures)
+    return out
+
+
+def _archs_from_packages(packages: frozenset[PackageKey], matrix: Matrix, pci: PciIds) -> tuple[str, ...]:
+    """The architectures a device may have, judged only from which driver packages list it.
+
+    A branch that lists it supports its architecture (drivers.yml); the open-module lists and newer
+    branches that no longer list it narrow that down, each only where it leaves some architecture
+    (a package may list or omit a single device against its branch's rule).
+    """
+    archs = set(matrix.architectures)
+    for branch in {b for _, b, _ in packages}:
+        known = matrix.driver_branch(branch)
+        if known is not None:
+            archs &= known.architectures
+    for allowed in [_module_evidence(packages, matrix, pci), *_dropped_evidence(packages, matrix, pci)]:
+        if archs & allowed:
+            archs &= allowed
+    return tuple(a for a in matrix.architectures if a in archs)
+
+
+def pci_gpu(device: str, matrix: Matrix | None = None) -> PciGpu | None:
+    """What the data knows about one NVIDIA device id (``1b81``, ``10de:1b81`` or an ``lspci -nn`` line).
+
+    The gpus.yml model when it lists the id (its compute capability); otherwise, when an Ubuntu driver
+    package lists it, the architectures and compute capabilities those packages allow; ``None`` when
+    no data knows it.
+    """
+    matrix = matrix or load_matrix()
+    ids = pci_device_ids([device])
+    if not ids:
+        raise ValueError(f"pci_ids: {device!r} is not an NVIDIA ({NVIDIA_VENDOR}) display device")
+    pci = load_pci_ids()
+    packages = pci.by_device.get(int(ids[0], 16), frozenset())
+    gpu = _index(matrix)[2].get(ids[0])
+    if gpu is not None:
+        return PciGpu(ids[0], gpu, (gpu.architecture,), (gpu.compute_capability,), packages)
+    if not packages:
+        return None
+    archs = _archs_from_packages(packages, matrix, pci)
+    return PciGpu(ids[0], None, archs, _arch_ccs(archs, matrix), packages)
+
+
+def pci_gpus(devices: str | Iterable[str], matrix: Matrix | None = None) -> dict[str, PciGpu | None]:
+    """:func:`pci_gpu` for each NVIDIA GPU in ``lspci -nn`` output or a list of ids, by id (``None``: unknown)."""
+    return {pci_id: pci_gpu(pci_id, matrix) for pci_id in pci_device_ids(devices)}
+
+
+def _flavours(kernel_modules: str | None, line: str | None) -> tuple[str, ...]:
+    """The ubuntu.yml flavours that match a kernel-module choice and a package line (None: any)."""
+    return tuple(
+        flavour
+        for (line_, modules), flavour in UBUNTU_FLAVOUR.items()
+        if (kernel_modules is None or modules == kernel_modules) and (line is None or line_ == line)
+    )
+
+
+def _packages_text(keys: Iterable[PackageKey]) -> str:
+    return ", ".join(sorted({driver_package(branch, flavour) for _, branch, flavour in keys}))
+
+
+def _unlisted(device: PciGpu, release: str, branch: int, flavours: Sequence[str], pci: PciIds) -> str | None:
+    """Why ``branch`` does not drive ``device`` on ``release`` by its packages' Modaliases; None when it does
+    (or when the release packages the branch in none of ``flavours``: then no package data applies)."""
+    keys = [(release, branch, f) for f in flavours if (release, branch, f) in pci.packages]
+    if not keys or any(key in device.packages for key in keys):
+        return None
+    fits = [k for k in device.packages if k[0] == release and k[2] in flavours]
+    elsewhere = [k for k in device.packages if k[0] == release and k[2] not in flavours]
+    if fits:
+        fix = f"packages that do: {_packages_text(fits)} (branch {_either(sorted({str(k[1]) for k in fits}))})"
+    elif elsewhere:
+        fix = f"only {_packages_text(elsewhere)} do: use that kernel-module flavour or package line"
+    else:
+        fix = f"no driver package of Ubuntu {release} lists it"
+    return (
+        f"driver branch {branch} as Ubuntu {release} packages it ({_packages_text(keys)}) does not support "
+        f"{device.label}: their Modaliases do not list it (nvidia_pci_ids.yml, read {pci.snapshot}); {fix}"
+    )
+
+
+def _has_packages(branch: int, flavours: Sequence[str]) -> bool:
+    pci = load_pci_ids()
+    return any((release, branch, f) in pci.packages for release in pci.releases_of(branch) for f in flavours)
+
+
+def _package_problem(device: PciGpu, branch: int, release: str, flavours: Sequence[str]) -> str | None:
+    """Why Ubuntu's packages of ``branch`` in ``flavours`` do not list ``device``: on ``release``, or, where
+    that release does not package the branch so, on the newest release that does; None when they list it."""
+    pci = load_pci_ids()
+    for where in (release, *reversed(pci.releases_of(branch))):
+        if any((where, branch, f) in pci.packages for f in flavours):
+            return _unlisted(device, where, branch, flavours, pci)
+    return None
+
+
+def _unknown_device(pci_id: str, pci: PciIds) -> str:
+    return (
+        f"PCI device 10de:{pci_id} is an NVIDIA GPU that no data knows (not in gpus.yml, not listed by the "
+        f"Ubuntu driver packages read {pci.snapshot}): set dlstack_gpu to its model name as nvidia-smi "
+        "prints it (e.g. 'NVIDIA GeForce RTX 3090'), or dlstack_compute_capability to its compute "
+        "capability (e.g. '8.6'); on the command line: --gpu or --compute-capability"
+    )
+
+
 # ----------------------------------------------------------------------------- inputs
 
 
@@ -213,9 +489,7 @@ class _FrameworkSpec:
 
 @dataclass(frozen=True)
 class _Inputs:
-    gpu: Gpu | None
-    cc: CC | None
-    arch: str | None
+    target: GpuTarget | None
     os: tuple[UbuntuRelease, ...]
     os_given: bool
     cuda: tuple[CudaRelease, ...]
@@ -250,19 +524,21 @@ def _parse_os(value: str, matrix: Matrix) -> UbuntuRelease:
     raise ValueError(f"os={value!r} is not a supported Ubuntu release; accepted: {known}")
 
 
-def _parse_driver(value: str | int, matrix: Matrix) -> tuple[DriverBranch, DriverVersion | None]:
+def _branch_and_version(value: str | int) -> tuple[int, DriverVersion | None]:
     text = str(value).strip()
-    version = None
     if re.fullmatch(r"\d{3}", text):
-        branch = int(text)
-    else:
-        try:
-            version = parse_driver_version(text)
-        except ValueError:
-            raise ValueError(
-                f"driver={value!r} is neither a branch (e.g. '580') nor a driver version (e.g. '580.65.06')"
-            ) from None
-        branch = version.branch
+        return int(text), None
+    try:
+        version = parse_driver_version(text)
+    except ValueError:
+        raise ValueError(
+            f"driver={value!r} is neither a branch (e.g. '580') nor a driver version (e.g. '580.65.06')"
+        ) from None
+    return version.branch, version
+
+
+def _parse_driver(value: str | int, matrix: Matrix) -> tuple[DriverBranch, DriverVersion | None]:
+    branch, version = _branch_and_version(value)
     found = matrix.driver_branch(branch)
     if found is None:
         known = ", ".join(d.name for d in reversed(matrix.drivers))
@@ -314,27 +590,132 @@ def _parse_framework(spec: str, matrix: Matrix) -> _FrameworkSpec:
     return _FrameworkSpec(name, text, candidates)
 
 
-def _gpu_inputs(
+def _exact_target(gpu: Gpu, devices: tuple[PciGpu, ...] = ()) -> GpuTarget:
+    label = f"{gpu.name} ({gpu.architecture}, compute capability {gpu.cc})"
+    return GpuTarget(label, (gpu.compute_capability,), (gpu.architecture,), gpu=gpu, devices=devices)
+
+
+def _cc_target(cc: CC, matrix: Matrix) -> GpuTarget:
+    arch = _arch_of(cc, matrix)
+    return GpuTarget(f"a {arch} GPU (compute capability {cc_str(cc)})", (cc,), (arch,))
+
+
+def _family_target(text: str, variants: tuple[Gpu, ...]) -> GpuTarget:
+    first = variants[0]
+    names = ", ".join(g.name for g in variants)
+    note = (
+        f"gpu={text!r} names a family, not one model: {names} share compute capability {first.cc} "
+        f"({first.architecture}), so this stack fits each; GPU verification compares against one model's "
+        "datasheet peaks: set gpu to the exact model"
+    )
+    label = f"{text.strip()} ({first.architecture}, compute capability {first.cc})"
+    return GpuTarget(
+        label, (first.compute_capability,), (first.architecture,), family=text.strip(), variants=variants, notes=(note,)
+    )
+
+
+def _devices_target(devices: tuple[PciGpu, ...], matrix: Matrix) -> GpuTarget:
+    models = {d.gpu.name for d in devices if d.gpu}
+    if len(models) == 1 and all(d.gpu for d in devices):
+        return _exact_target(devices[0].gpu, devices)  # type: ignore[arg-type]
+    ccs = tuple(sorted({cc for d in devices for cc in d.compute_capabilities}))
+    archs = tuple(a for a in matrix.architectures if any(a in d.architectures for d in devices))
+    notes = tuple(
+        f"PCI device 10de:{d.pci_id} is not in gpus.yml; the Ubuntu driver packages that list it make it a "
+        f"{_either(d.architectures)} GPU, so this stack fits compute capability {_cc_span(d.compute_capabilities)}: "
+        "set dlstack_gpu or dlstack_compute_capability for an exact match"
+        for d in devices
+        if d.gpu is None
+    )
+    return GpuTarget(" and ".join(d.label for d in devices), ccs, archs, devices=devices, notes=notes)
+
+
+def _named_target(text: str, matrix: Matrix, errors: list[str]) -> GpuTarget | None:
+    """A model, an ``nvidia-smi`` name, an ``lspci -nn`` line or a family name; None (and an error) otherwise."""
+    if not text.strip():
+        errors.append(
+            f"gpu={text!r} is empty: give a GPU model ('H100 SXM'), a family ('A100'), an nvidia-smi name "
+            "or an lspci -nn line, or leave gpu out to resolve without a GPU"
+        )
+        return None
+    found = find_gpu(text, matrix)
+    if found is not None:
+        return _exact_target(found)
+    if ids := pci_device_ids([text]) if _LSPCI_NN.search(text.lower()) else ():
+        device = pci_gpu(ids[0], matrix)
+        if device is None:
+            errors.append(_unknown_device(ids[0], load_pci_ids()))
+            return None
+        return _devices_target((device,), matrix)
+    variants = gpu_family(text, matrix)
+    if len({(g.compute_capability, g.architecture) for g in variants}) == 1:
+        return _exact_target(variants[0]) if len(variants) == 1 else _family_target(text, variants)
+    if variants:
+        by_cc: dict[str, list[str]] = {}
+        for g in variants:
+            by_cc.setdefault(f"{g.cc} ({g.architecture})", []).append(g.name)
+        groups = "; ".join(f"compute capability {cc}: {', '.join(names)}" for cc, names in by_cc.items())
+        errors.append(f"gpu={text!r} names models the resolver treats differently; give one of them: {groups}")
+        return None
+    close = _closest_gpus(text, matrix)
+    hint = f"; closest known: {', '.join(close)}" if close else ""
+    errors.append(f"gpu={text!r} is not a GPU model dlstack knows{hint} (or give compute_capability)")
+    return None
+
+
+def _override_target(
     gpu: str | None, compute_capability: str | None, matrix: Matrix, errors: list[str]
-) -> tuple[Gpu | None, CC | None]:
-    found = None
+) -> GpuTarget | None:
+    """The GPU the settings name (``gpu`` / ``compute_capability``), checked against each other."""
+    target = _named_target(str(gpu), matrix, errors) if gpu is not None else None
     cc = None
-    if gpu not in (None, ""):
-        found = find_gpu(str(gpu), matrix)
-        if found is None:
-            close = _closest_gpus(str(gpu), matrix)
-            hint = f"; closest known: {', '.join(close)}" if close else ""
-            errors.append(f"gpu={gpu!r} is not a GPU model dlstack knows{hint} (or give compute_capability)")
-    if compute_capability not in (None, ""):
+    if compute_capability is not None:
         try:
             cc = parse_cc(str(compute_capability))
         except ValueError as exc:
             errors.append(f"compute_capability: {exc}")
-    if found and cc and found.compute_capability != cc:
+    if target and cc and cc not in target.ccs:
+        name = target.gpu.name if target.gpu else target.family or target.label
         errors.append(
-            f"gpu={found.name!r} has compute capability {found.cc}, not {cc_str(cc)} as compute_capability says"
+            f"gpu={name!r} has compute capability {_cc_span(target.ccs)}, not {cc_str(cc)} as compute_capability says"
         )
-    return found, (found.compute_capability if found else cc)
+    return target or (_cc_target(cc, matrix) if cc else None)
+
+
+def _mismatch(device: PciGpu, target: GpuTarget) -> str | None:
+    """A gpus.yml model on the host that the settings contradict (a wrong dlstack_gpu, or a second GPU)."""
+    if device.gpu is None or device.gpu.compute_capability in target.ccs:
+        return None
+    given = target.gpu.name if target.gpu else target.family or f"compute capability {_cc_span(target.ccs)}"
+    return (
+        f"the host has {device.label}, compute capability {device.gpu.cc}, but the settings say {given}: "
+        "fix dlstack_gpu / dlstack_compute_capability, or remove them to use the detected GPU"
+    )
+
+
+def _gpu_inputs(
+    gpu: str | None,
+    compute_capability: str | None,
+    pci_ids: str | Iterable[str],
+    matrix: Matrix,
+    errors: list[str],
+) -> GpuTarget | None:
+    """The GPU target: the settings when given (checked against the host's PCI devices), else the devices."""
+    target = _override_target(gpu, compute_capability, matrix, errors)
+    try:
+        ids = pci_device_ids(pci_ids) if pci_ids else ()
+    except ValueError as exc:
+        errors.append(str(exc))
+        ids = ()
+    if not ids:
+        return target
+    found = [(pci_id, pci_gpu(pci_id, matrix)) for pci_id in ids]
+    devices = tuple(d for _, d in found if d is not None)
+    if target is not None:
+        errors.extend(m for d in devices if (m := _mismatch(d, target)))
+        return replace(target, devices=devices)
+    errors.extend(_unknown_device(pci_id, load_pci_ids()) for pci_id, d in found if d is None)
+    return _devices_target(devices, matrix) if devices and len(devices) == len(found) else None
 
 
 def _inputs(
@@ -348,9 +729,10 @@ def _inputs(
     frameworks: Iterable[str],
     driver_source: str,
     driver_line: str | None = None,
+    pci_ids: str | Iterable[str] = (),
 ) -> _Inputs:
     errors: list[str] = []
-    found_gpu, cc = _gpu_inputs(gpu, compute_capability, matrix, errors)
+    target = _gpu_inputs(gpu, compute_capability, pci_ids, matrix, errors)
 
     def attempt(fn: Callable[[], Any]) -> Any:
         try:
@@ -388,9 +770,7 @@ def _inputs(
     specs.sort(key=lambda s: FRAMEWORK_ORDER.index(s.name))
     ubuntu = tuple(sorted(matrix.ubuntu.values(), key=lambda r: r.version, reverse=True))
     return _Inputs(
-        gpu=found_gpu,
-        cc=cc,
-        arch=found_gpu.architecture if found_gpu else (_arch_of(cc, matrix) if cc else None),
+        target=target,
         os=(os_release,) if os_release else ubuntu,
         os_given=os_release is not None,
         cuda=(cuda_release,) if cuda_release else matrix.cuda,
@@ -420,9 +800,7 @@ class _State:
 
 
 def _gpu_label(inp: _Inputs) -> str:
-    if inp.gpu:
-        return f"{inp.gpu.name} ({inp.arch}, compute capability {inp.gpu.cc})"
-    return f"a {inp.arch} GPU (compute capability {cc_str(inp.cc)})" if inp.cc else "the GPU"
+    return inp.target.label if inp.target else "the GPU"
 
 
 def _fw_label(release: FrameworkRelease, variant: Variant) -> str:
@@ -459,24 +837,29 @@ def _driver_cuda_gap(
     )
 
 
-def _variants_for_cc(release: FrameworkRelease, cc: CC, matrix: Matrix) -> list[str]:
-    return [v.name for v in release.variants if _variant_runs_on(v, cc, matrix)]
+def _runs_on_all(variant: Variant, ccs: Sequence[CC], matrix: Matrix) -> bool:
+    return all(_variant_runs_on(variant, cc, matrix) for cc in ccs)
+
+
+def _variants_for(release: FrameworkRelease, ccs: Sequence[CC], matrix: Matrix) -> list[str]:
+    return [v.name for v in release.variants if _runs_on_all(v, ccs, matrix)]
 
 
 def _rule_fw_gpu(name: str, inp: _Inputs, s: _State, m: Matrix) -> str | None:
-    if inp.cc is None:
+    if inp.target is None:
         return None
+    ccs = inp.target.ccs
     release, variant = s.fw[name]
-    if _variant_runs_on(variant, inp.cc, m):
+    if _runs_on_all(variant, ccs, m):
         return None
     archs = ", ".join(f"sm_{a[0]}{a[1]}" for a in variant.archs)
-    ok = _variants_for_cc(release, inp.cc, m)
+    ok = _variants_for(release, ccs, m)
     if ok:
         fix = f"use {release.framework} {release.version} with {' or '.join(ok)} wheels"
     else:
-        newer = [r for r in m.frameworks[name] if _variants_for_cc(r, inp.cc, m)]
+        newer = [r for r in m.frameworks[name] if _variants_for(r, ccs, m)]
         fix = (
-            f"use {name} {newer[0].version} ({', '.join(_variants_for_cc(newer[0], inp.cc, m))}) or older"
+            f"use {name} {newer[0].version} ({', '.join(_variants_for(newer[0], ccs, m))}) or older"
             if newer
             else f"no {name} release dlstack knows runs on it"
         )
@@ -500,10 +883,14 @@ def _rule_fw_python(name: str, inp: _Inputs, s: _State, m: Matrix) -> str | None
     )
 
 
+def _cuda_runs_on(cuda: CudaRelease, target: GpuTarget) -> bool:
+    return all(cuda.supports_cc(cc) for cc in target.ccs)
+
+
 def _rule_cuda_gpu(inp: _Inputs, s: _State, m: Matrix) -> str | None:
-    if inp.cc is None or s.cuda.supports_cc(inp.cc):
+    if inp.target is None or _cuda_runs_on(s.cuda, inp.target):
         return None
-    fits = [c.name for c in reversed(m.cuda) if c.supports_cc(inp.cc)]
+    fits = [c.name for c in reversed(m.cuda) if _cuda_runs_on(c, inp.target)]
     return (
         f"CUDA {s.cuda.name} supports compute capability {cc_str(s.cuda.min_cc)} to {cc_str(s.cuda.max_cc)}, "
         f"not {_gpu_label(inp)}: use CUDA {', '.join(fits) if fits else '(none known)'}"
@@ -538,9 +925,9 @@ def _rule_cuda_os(inp: _Inputs, s: _State, m: Matrix) -> str | None:
 
 
 def _rule_driver_gpu(inp: _Inputs, s: _State, m: Matrix) -> str | None:
-    if inp.arch is None or inp.arch in s.driver.architectures:
+    if inp.target is None or s.driver.architectures.issuperset(inp.target.archs):
         return None
-    fits = [d.name for d in reversed(m.drivers) if inp.arch in d.architectures]
+    fits = [d.name for d in reversed(m.drivers) if d.architectures.issuperset(inp.target.archs)]
     span = f"{fits[0]} to {fits[-1]}" if len(fits) > 1 else ", ".join(fits) or "none"
     return f"driver branch {s.driver.name} does not support {_gpu_label(inp)}: use a branch from {span}"
 
@@ -579,14 +966,14 @@ def _rule_driver_ubuntu(inp: _Inputs, s: _State, m: Matrix) -> str | None:
 
 def _rule_km_gpu(inp: _Inputs, s: _State, m: Matrix) -> str | None:
     rules = m.driver_rules
-    if inp.cc is None:
+    if inp.target is None:
         return None
-    if s.km == "open" and inp.cc < rules.open_min_cc:
+    if s.km == "open" and inp.target.ccs[0] < rules.open_min_cc:
         return (
             f"open kernel modules need compute capability {cc_str(rules.open_min_cc)} (Turing) or newer; "
             f"{_gpu_label(inp)} needs kernel_modules=proprietary"
         )
-    if s.km == "proprietary" and inp.cc >= rules.open_required_from_cc:
+    if s.km == "proprietary" and inp.target.ccs[-1] >= rules.open_required_from_cc:
         return f"{_gpu_label(inp)} runs only with the open kernel modules: use kernel_modules=open"
     return None
 
@@ -612,6 +999,21 @@ def _rule_km_driver(inp: _Inputs, s: _State, m: Matrix) -> str | None:
     return None
 
 
+def _rule_driver_pci(inp: _Inputs, s: _State, m: Matrix) -> str | None:
+    """Ubuntu's packages of the branch, in the chosen flavour, list each of the host's PCI devices (the
+    branch's support list is NVIDIA's, so this holds for NVIDIA's repository too)."""
+    target = inp.target
+    if target is None or not target.devices or not s.driver.architectures.issuperset(target.archs):
+        return None  # no devices, or the architecture rule already says it
+    if _rule_km_gpu(inp, s, m):
+        return None  # the kernel-module rule already says it
+    flavours = _flavours(s.km, inp.driver_line)
+    return next(
+        (msg for d in target.devices if (msg := _package_problem(d, s.driver.branch, s.os.version, flavours))),
+        None,
+    )
+
+
 Rule = Callable[[_Inputs, _State, Matrix], "str | None"]
 
 
@@ -627,7 +1029,7 @@ def _rules_at(level: str, inp: _Inputs) -> list[Rule]:
     if level == "driver":
         fw_rules: list[Rule] = [lambda i, s, m, n=f.name: _rule_driver_fw(n, i, s, m) for f in inp.frameworks]
         return [_rule_driver_gpu, _rule_driver_cuda, *fw_rules, _rule_driver_ubuntu]
-    return [_rule_km_gpu, _rule_km_driver]
+    return [_rule_km_gpu, _rule_km_driver, _rule_driver_pci]
 
 
 # ----------------------------------------------------------------------------- search
@@ -637,9 +1039,9 @@ def _default_km(inp: _Inputs, driver: DriverBranch, m: Matrix) -> list[str]:
     rules = m.driver_rules
     if inp.kernel_modules:
         return [inp.kernel_modules]
-    if inp.cc is not None and inp.cc >= rules.open_required_from_cc:
+    if inp.target is not None and inp.target.ccs[-1] >= rules.open_required_from_cc:
         return ["open", "proprietary"]
-    if inp.cc is not None and inp.cc < rules.open_min_cc:
+    if inp.target is not None and inp.target.ccs[0] < rules.open_min_cc:
         return ["proprietary", "open"]
     if driver.branch >= rules.open_default_from_branch:
         return ["open", "proprietary"]
@@ -704,10 +1106,11 @@ class _Search:
 
 def _warnings(inp: _Inputs, s: _State, m: Matrix) -> list[str]:
     out = []
-    if inp.cc is None:
+    if inp.target is None:
         out.append("no GPU given: the stack is not checked against a GPU architecture (pass gpu or compute_capability)")
-    elif inp.arch in ("maxwell", "pascal", "volta"):
-        out.append(f"{inp.arch.capitalize()} GPUs are supported by driver branches up to 580 and CUDA up to 12.9 only")
+    else:
+        out.extend(inp.target.notes)
+        out.extend(_legacy_warnings(inp.target, m))
     cudas = {s.cuda.version: s.cuda}
     for _, variant in s.fw.values():
         cudas.setdefault(variant.cuda, m.cuda_release(variant.cuda))  # type: ignore[arg-type]
@@ -740,6 +1143,21 @@ def _warnings(inp: _Inputs, s: _State, m: Matrix) -> list[str]:
     return out
 
 
+def _legacy_warnings(target: GpuTarget, m: Matrix) -> list[str]:
+    """For architectures the newest driver branch dropped: the last branch and CUDA that support them."""
+    limits: dict[str, list[str]] = {}
+    for arch in target.archs:
+        if arch in m.drivers[0].architectures:
+            continue
+        branches = [d.name for d in m.drivers if arch in d.architectures]
+        ccs = [cc for cc in target.ccs if _arch_of(cc, m) == arch] or [m.architectures[arch]]
+        cudas = [c.name for c in m.cuda if all(c.supports_cc(cc) for cc in ccs)]
+        limit = f"driver branches up to {branches[0] if branches else '(none)'}"
+        limit += f" and CUDA up to {cudas[0] if cudas else '(none)'}"
+        limits.setdefault(limit, []).append(arch.capitalize())
+    return [f"{_both(archs)} GPUs are supported by {limit} only" for limit, archs in limits.items()]
+
+
 def _short(version: str) -> str:
     return ".".join(version.split(".")[:3])
 
@@ -750,7 +1168,11 @@ def _cudnn_nccl(inp: _Inputs, s: _State, m: Matrix) -> tuple[str, str]:
         return _short(primary[0].cudnn), primary[0].nccl
     major = s.cuda.major
     cudnn = next(
-        (c.version for c in m.cudnn if major in c.cuda_majors and (inp.cc is None or inp.cc >= c.cuda_majors[major])),
+        (
+            c.version
+            for c in m.cudnn
+            if major in c.cuda_majors and (inp.target is None or inp.target.ccs[0] >= c.cuda_majors[major])
+        ),
         "",
     )
     nccl = next((n.version for n in m.nccl if major in n.cuda_majors), "")
@@ -787,9 +1209,7 @@ def _stack(inp: _Inputs, s: _State, m: Matrix) -> Stack:
         )
     packaged = s.os.drivers.get(s.driver.branch)
     return Stack(
-        gpu=inp.gpu,
-        compute_capability=cc_str(inp.cc) if inp.cc else None,
-        architecture=inp.arch,
+        target=inp.target,
         os=s.os.version,
         python=s.os.python,
         driver_branch=s.driver.name,
@@ -888,15 +1308,31 @@ def resolve(
     frameworks: Iterable[str] = (),
     driver_source: str = "ubuntu",
     driver_line: str | None = None,
+    pci_ids: str | Iterable[str] = (),
 ) -> Stack:
     """Return the newest complete stack that satisfies every given constraint and every rule in the data.
+
+    ``gpu`` is a model, an ``nvidia-smi`` name, an ``lspci -nn`` line or a family name (``A100``) whose
+    models share a compute capability. ``pci_ids`` are the host's NVIDIA devices (``lspci -nn`` output or
+    ids such as ``1b81``): without ``gpu`` / ``compute_capability`` they are the GPU; with them, each
+    device is checked against them. Either way Ubuntu's packages of the chosen branch must list each one.
 
     Raises :class:`ResolutionError` (a ``ValueError``) naming each malformed input, or each violated
     rule with what would satisfy it.
     """
     matrix = load_matrix()
     inp = _inputs(
-        matrix, gpu, compute_capability, os, driver, kernel_modules, cuda, frameworks, driver_source, driver_line
+        matrix,
+        gpu,
+        compute_capability,
+        os,
+        driver,
+        kernel_modules,
+        cuda,
+        frameworks,
+        driver_source,
+        driver_line,
+        pci_ids,
     )
     # Without frameworks, prefer a CUDA toolkit the driver runs natively over a newer one that needs
     # minor-version compatibility; with frameworks, the newest framework wins (their wheels rely on it).
@@ -908,3 +1344,110 @@ def resolve(
     if found is None:
         raise ResolutionError(_explain(inp, matrix))
     return _stack(inp, found[0], matrix)
+
+
+def _branch_problem(device: PciGpu, branch: int, release: str, flavours: Sequence[str], matrix: Matrix) -> str | None:
+    """Whether ``branch`` drives ``device``: by its Ubuntu packages' Modaliases, else by drivers.yml."""
+    if _has_packages(branch, flavours):
+        return _package_problem(device, branch, release, flavours)
+    known = matrix.driver_branch(branch)
+    if known is None or known.architectures.issuperset(device.architectures):
+        return None
+    fits = [d.name for d in reversed(matrix.drivers) if d.architectures.issuperset(device.architectures)]
+    return f"driver branch {branch} does not support {device.label}: use a branch from {fits[0]} to {fits[-1]}"
+
+
+def pci_problems(
+    devices: str | Iterable[str],
+    *,
+    branch: str | int,
+    os: str,
+    gpu: str | None = None,
+    compute_capability: str | None = None,
+    kernel_modules: str | None = None,
+    driver_line: str | None = None,
+) -> list[str]:
+    """The problems, in plain words, of running driver ``branch`` on Ubuntu ``os`` with these NVIDIA devices.
+
+    ``devices``: ``lspci -nn`` output (text or lines) or device ids. ``gpu`` / ``compute_capability`` are
+    the optional settings ``dlstack_gpu`` / ``dlstack_compute_capability``. A problem is a device the
+    branch does not support (by its Ubuntu packages' Modaliases, in the given kernel-module flavour and
+    package line; for a branch Ubuntu does not package, by drivers.yml), a device no data knows while no
+    setting says what it is, or a known device the settings contradict. ``[]`` when all is well.
+    Raises :class:`ResolutionError` naming each malformed input.
+    """
+    matrix = load_matrix()
+    errors: list[str] = []
+    override = _override_target(gpu, compute_capability, matrix, errors)
+    release = branch_no = None
+    try:
+        ids = pci_device_ids(devices)
+        release = _parse_os(os, matrix)
+        branch_no = _branch_and_version(branch)[0]
+    except ValueError as exc:
+        errors.append(str(exc))
+    if kernel_modules is not None and kernel_modules not in KERNEL_MODULES:
+        errors.append(f"kernel_modules={kernel_modules!r} is not accepted; use open or proprietary")
+    if driver_line is not None and driver_line not in DRIVER_LINES:
+        errors.append(f"driver_line={driver_line!r} is not accepted; use {' or '.join(DRIVER_LINES)}")
+    if errors or release is None or branch_no is None:
+        raise ResolutionError("invalid input:\n" + "\n".join(f"  - {e}" for e in errors))
+    flavours = _flavours(kernel_modules, driver_line)
+    problems = []
+    for pci_id in ids:
+        device = pci_gpu(pci_id, matrix)
+        if device is None:
+            if override is None:
+                problems.append(_unknown_device(pci_id, load_pci_ids()))
+            continue
+        problems.extend(m for m in (override and _mismatch(device, override),) if m)
+        problems.extend(p for p in (_branch_problem(device, branch_no, release.version, flavours, matrix),) if p)
+    return problems
+
+
+# Keyword names of resolve(), as mappings (the Ansible filter, the stack lock) give them.
+RESOLVE_KEYS = (
+    "gpu",
+    "compute_capability",
+    "os",
+    "driver",
+    "kernel_modules",
+    "cuda",
+    "frameworks",
+    "driver_source",
+    "driver_line",
+    "pci_ids",
+)
+_STRING_KEYS = ("gpu", "compute_capability", "os", "driver", "kernel_modules", "cuda", "driver_source", "driver_line")
+
+
+def _is_set(value: Any) -> bool:
+    return value is not None and value != "" and value != [] and value != ()
+
+
+def constraint_kwargs(constraints: Mapping[str, Any]) -> dict[str, Any]:
+    """resolve()'s keyword arguments from a mapping: null or empty values dropped, types normalised.
+
+    Raises :class:`ResolutionError` naming unknown keys or a value of the wrong shape.
+    """
+    unknown = sorted(set(constraints) - set(RESOLVE_KEYS))
+    if unknown:
+        raise ResolutionError(f"dlstack_resolve: unknown keys {unknown}; accepted: {', '.join(RESOLVE_KEYS)}")
+    kwargs = {key: value for key, value in constraints.items() if _is_set(value)}
+    for key in ("frameworks", "pci_ids"):
+        if key in kwargs:
+            value = kwargs[key]
+            if isinstance(value, str):
+                value = value.splitlines() if key == "pci_ids" else [value]
+            if not isinstance(value, (list, tuple)):
+                raise ResolutionError(f"{key} = {value!r}: expected a list")
+            kwargs[key] = tuple(str(item) for item in value)
+    for key in _STRING_KEYS:
+        if key in kwargs:
+            kwargs[key] = str(kwargs[key])
+    return kwargs
+
+
+def resolve_mapping(constraints: Mapping[str, Any]) -> Stack:
+    """resolve() with its inputs in a mapping (see constraint_kwargs)."""
+    return resolve(**constraint_kwargs(constraints))

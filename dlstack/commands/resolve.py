@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from pathlib import Path
 from typing import Any
 
 from dlstack.resolver import resolve
@@ -18,8 +20,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Exit 0 with the stack; exit 2 with the reasons when no stack fits or an input is malformed."
         ),
     )
-    parser.add_argument("--gpu", help="GPU model or nvidia-smi name, e.g. 'H100 SXM', 'Tesla V100-SXM2-16GB'")
+    parser.add_argument(
+        "--gpu",
+        help="GPU model, nvidia-smi name or family whose models share a compute capability, "
+        "e.g. 'H100 SXM', 'Tesla V100-SXM2-16GB', 'A100'",
+    )
     parser.add_argument("--compute-capability", help="GPU compute capability instead of a model, e.g. 8.6")
+    parser.add_argument(
+        "--pci-id",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="the host's NVIDIA PCI device id (1b81, 10de:1b81) or an lspci -nn line, repeatable",
+    )
+    parser.add_argument(
+        "--lspci",
+        metavar="FILE",
+        help="read the host's devices from `lspci -nn` output in FILE ('-' for standard input)",
+    )
     parser.add_argument("--os", help="Ubuntu release: ubuntu22.04, ubuntu24.04, ubuntu26.04 (or 24.04, noble)")
     parser.add_argument("--driver", help="driver branch (580) or version (580.65.06)")
     parser.add_argument("--kernel-modules", choices=("open", "proprietary"), help="driver kernel-module flavour")
@@ -46,6 +64,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=_run)
 
 
+def _pci_ids(args: argparse.Namespace) -> list[str]:
+    lines = list(args.pci_id)
+    if args.lspci == "-":
+        lines += sys.stdin.read().splitlines()
+    elif args.lspci:
+        try:
+            lines += Path(args.lspci).read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise ValueError(f"--lspci {args.lspci}: cannot read it ({exc.strerror})") from None
+    return lines
+
+
 def _run(args: argparse.Namespace) -> int:
     stack = resolve(
         gpu=args.gpu,
@@ -57,6 +87,7 @@ def _run(args: argparse.Namespace) -> int:
         frameworks=tuple(args.framework),
         driver_source=args.driver_source,
         driver_line=args.driver_line,
+        pci_ids=_pci_ids(args),
     ).to_dict()
     print(json.dumps(stack, indent=2) if args.json else render_table(stack))
     return 0
@@ -64,15 +95,9 @@ def _run(args: argparse.Namespace) -> int:
 
 def render_table(stack: dict[str, Any]) -> str:
     """A readable two-column view of :meth:`Stack.to_dict`."""
-    gpu = stack["gpu"]
     driver = stack["driver"]
     rows = [
-        (
-            "GPU",
-            f"{gpu['name'] or '?'} (compute capability {gpu['compute_capability']}, {gpu['architecture']})"
-            if gpu
-            else "-",
-        ),
+        ("GPU", _gpu_row(stack["gpu"])),
         ("Ubuntu", f"{stack['os']} (Python {stack['python']})"),
         (
             "Driver",
@@ -90,3 +115,21 @@ def render_table(stack: dict[str, Any]) -> str:
     lines = [f"{label.ljust(width)}  {value}" for label, value in rows]
     lines.extend(f"warning: {w}" for w in stack["warnings"])
     return "\n".join(lines)
+
+
+def _gpu_row(gpu: dict[str, Any] | None) -> str:
+    if gpu is None:
+        return "-"
+    if gpu["compute_capability"] is None:  # PCI devices whose exact model no data names
+        ccs, archs = gpu["compute_capabilities"], gpu["architectures"]
+        either = archs[0] if len(archs) == 1 else f"{', '.join(archs[:-1])} or {archs[-1]}"
+        details = f"compute capability {ccs[0]} to {ccs[-1]}, {either}"
+    else:
+        details = f"compute capability {gpu['compute_capability']}, {gpu['architecture']}"
+    if gpu["name"]:
+        return f"{gpu['name']} ({details})"
+    if gpu.get("family"):
+        return f"{gpu['family']} family ({details}): {', '.join(gpu['variants'])}"
+    if gpu.get("pci_ids"):
+        return f"PCI {', '.join(f'10de:{pci_id}' for pci_id in gpu['pci_ids'])} ({details})"
+    return f"{details} (no model given)"

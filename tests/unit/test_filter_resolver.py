@@ -29,7 +29,8 @@ PLUGIN = _plugin()
 
 
 def test_filters_are_exposed() -> None:
-    assert set(PLUGIN.FilterModule().filters()) == {"dlstack_resolve", "dlstack_gpu_from_smi"}
+    expected = {"dlstack_resolve", "dlstack_gpu_from_smi", "dlstack_pci_problems", "dlstack_pci_gpus"}
+    assert set(PLUGIN.FilterModule().filters()) == expected
 
 
 def test_resolve_ignores_null_and_empty_values() -> None:
