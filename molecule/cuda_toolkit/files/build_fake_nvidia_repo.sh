@@ -33,15 +33,26 @@ pkg() {
   dpkg-deb --root-owner-group -Zxz --build "$dir" "$repo/${name}_${version}_all.deb" >/dev/null
 }
 
+# NVIDIA's cuda-toolkit-X-Y is a metapackage: nvcc, the libraries and the files under
+# /usr/local/cuda-X.Y come from its dependencies (apt marks them automatic), some shared by all
+# releases (cuda-toolkit-config-common), so removing the metapackage alone would leave the toolkit.
+# Here the "cuda" alternative is registered by a dependency's postinst and never unregistered by a
+# package: which of NVIDIA's packages registers it and whether its prerm unregisters it is not
+# checked against the real repository, so the role removes the entry itself and the removal test
+# proves that the role does, not what NVIDIA's packages do.
 toolkit() {  # major minor full-version
   local x=$1 y=$2 v=$3 prefix="/usr/local/cuda-$1.$2"
-  pkg "cuda-toolkit-$x-$y" "$v-1" "" \
-    "if [ \"\$1\" = configure ]; then update-alternatives --install /usr/local/cuda cuda $prefix $((x * 100 + y)); fi" \
+  pkg "cuda-nvcc-$x-$y" "$v-1" "" "" \
     "$prefix/bin/nvcc=#!/bin/sh
-echo 'FAKE nvcc: Cuda compilation tools, release $x.$y, V$v'" \
+echo 'FAKE nvcc: Cuda compilation tools, release $x.$y, V$v'"
+  pkg "cuda-toolkit-$x-$y-config-common" "$v-1" "" \
+    "if [ \"\$1\" = configure ]; then update-alternatives --install /usr/local/cuda cuda $prefix $((x * 100 + y)); fi" \
     "$prefix/version.json={\"cuda\": {\"version\": \"$v\"}}"
+  pkg "cuda-toolkit-$x-$y" "$v-1" \
+    "cuda-nvcc-$x-$y (= $v-1), cuda-toolkit-$x-$y-config-common (= $v-1), cuda-toolkit-config-common" ""
 }
 
+pkg cuda-toolkit-config-common 13.0.88-1 "" "" "/usr/share/doc/cuda-toolkit-config-common/FAKE=13.0.88"
 toolkit 12 8 12.8.93
 toolkit 13 0 13.0.88
 for v in 9.10.2.21-1 9.12.0.46-1; do
@@ -56,9 +67,20 @@ for v in 595.45.04-1 610.43.02-1; do
   pkg libnvidia-compute "$v" "" "" "/usr/lib/x86_64-linux-gnu/FAKE-libnvidia-compute=$v"
   pkg nvidia-utils "$v" "libnvidia-compute (= $v)" "" "/usr/share/doc/nvidia-utils/FAKE=$v"
 done
+# Fabric Manager as NVIDIA names it from 580 on: no branch in the name, and its own Debian revision
+# (the driver here is -1, Fabric Manager -1ubuntu1): the role must match the upstream version only.
+for v in 595.45.04-1ubuntu1 610.43.02-1ubuntu1; do
+  pkg nvidia-fabricmanager "$v" "" "" "/usr/share/doc/nvidia-fabricmanager/FAKE=$v"
+done
 pkg nvidia-driver-pinning-595 595-1 "" "" "/etc/apt/preferences.d/nvidia-driver-pinning-595=Package: libnvidia-compute nvidia-utils
 Pin: version 595.*
 Pin-Priority: 1000"
+
+# Not from NVIDIA's repository and not in its index: an unrelated package that prepare.yml installs
+# and marks automatic, so apt finds it unneeded before the roles run. Removing CUDA must leave it
+# (the role takes along only what the CUDA packages needed, it runs no blanket autoremove).
+pkg dlstack-test-unneeded 1 "" "" "/usr/share/doc/dlstack-test-unneeded/FAKE=1"
+mv "$repo/dlstack-test-unneeded_1_all.deb" "$base/"
 
 export GNUPGHOME="$work/gnupg" && mkdir -m 700 "$GNUPGHOME"
 gpg --batch --quiet --passphrase '' --quick-gen-key 'dlstack FAKE NVIDIA repository <tests@dlstack.invalid>' rsa2048 sign never
