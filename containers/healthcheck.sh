@@ -3,7 +3,7 @@
 # the GPU and driver checks). Performance checks are skipped.
 # Mode:
 #   auto (default)  GPU mode (--expect-gpu) when an NVIDIA GPU is visible: on the PCI bus
-#                   (vendor 0x10de, class 0x03xx under /sys/bus/pci/devices) or as /dev/nvidiactl.
+#                   (vendor 0x10de, class 0x03xx under /sys/bus/pci/devices).
 #                   Then a GPU that does not work is a failure, with gpu_verify's diagnosis
 #                   (system.driver_state). CPU mode (--cpu) only when no NVIDIA GPU is visible.
 #   gpu / cpu       forced; cpu runs the framework checks on the CPU even where a GPU is visible.
@@ -38,7 +38,8 @@ mode="${DLSTACK_HEALTHCHECK_MODE:-auto}"
 case "$mode" in
   auto)
     mode=cpu
-    if [ -e "$devdir/nvidiactl" ] || nvidia_gpu_on_pci_bus; then
+    # /dev/nvidiactl alone is no evidence: NVML creates it even where no driver is loaded
+    if nvidia_gpu_on_pci_bus; then
       mode=gpu
     fi
     ;;

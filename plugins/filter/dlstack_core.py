@@ -45,6 +45,16 @@ def dlstack_type_problems(variables: Any) -> list[str]:
     return inventory_checks.type_problems(variables, inventory_checks.role_specs(ROLES_DIR))
 
 
+def dlstack_stack_problems(variables: Any) -> list[str]:
+    """``hostvars[inventory_hostname] | dlstack_stack_problems``: unknown ``dlstack_*`` names, bad values."""
+    return inventory_checks.stack_problems(variables)
+
+
+def dlstack_setting_problems(variables: Any) -> list[str]:
+    """``hostvars[inventory_hostname] | dlstack_setting_problems``: structured role settings that do not fit."""
+    return inventory_checks.setting_problems(variables, inventory_checks.role_defaults(ROLES_DIR))
+
+
 class FilterModule:
     """dlstack core filters."""
 
@@ -56,4 +66,6 @@ class FilterModule:
             "dlstack_release_problems": dlstack_release_problems,
             "dlstack_unknown_vars": dlstack_unknown_vars,
             "dlstack_type_problems": dlstack_type_problems,
+            "dlstack_stack_problems": dlstack_stack_problems,
+            "dlstack_setting_problems": dlstack_setting_problems,
         }

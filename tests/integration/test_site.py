@@ -1,9 +1,16 @@
-"""The README's run command on a fresh host: site.yml with the sandbox's settings.
+"""The README's run command on a fresh host, then the life of a locked host.
 
 A throwaway container from the local 24.04 image gets the sandbox inventory's group_vars (the
-same settings `scripts/bootstrap site` uses). Check mode on the fresh host must not fail, the
-converge must succeed, a second run must change nothing, and the PyTorch environment must carry
-the CUDA build the resolver chose.
+same settings `scripts/bootstrap site` uses). The steps build on each other:
+
+1. check mode on the fresh host does not fail; the converge succeeds, with the data as it was some
+   time ago (``DLSTACK_DATA_DIR``: no driver branch after 580, no torch 2.15), and records the
+   stack in the lock file beside the inventory and on the host;
+2. the data moves on (today's dlstack/data: a newer branch and a newer torch appear) and site.yml
+   runs again: nothing changes, the lock is unchanged, preflight says what newer stack is offered;
+3. playbooks/upgrade.yml with a verification that must fail: the host moves, fails, and is rolled
+   back to its locked stack, the lock unchanged;
+4. playbooks/upgrade.yml: the host moves to the newest stack and the lock records it.
 """
 
 from __future__ import annotations
@@ -16,13 +23,29 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from throwaway import throwaway_host
 
-from dlstack.resolver import resolve
+from dlstack import lock
+from dlstack.data import DATA_DIR
 
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("DLSTACK_TEST_CACHE", "/var/cache/dlstack-test"))
 pytestmark = pytest.mark.integration
+# the older data's newest driver branch: every newer branch is taken out of drivers.yml
+OLD_BRANCH_MAX = 580
+
+
+def older_data(directory: Path) -> Path:
+    """dlstack/data as it was before the newest driver branches and the newest torch came out."""
+    directory.mkdir(parents=True, exist_ok=True)
+    drivers = yaml.safe_load((DATA_DIR / "drivers.yml").read_text(encoding="utf-8"))
+    drivers["branches"] = {b: info for b, info in drivers["branches"].items() if int(b) <= OLD_BRANCH_MAX}
+    (directory / "drivers.yml").write_text(yaml.safe_dump(drivers, sort_keys=False), encoding="utf-8")
+    pytorch = yaml.safe_load((DATA_DIR / "pytorch.yml").read_text(encoding="utf-8"))
+    pytorch["releases"] = pytorch["releases"][1:]  # newest first: the newest release is taken out
+    (directory / "pytorch.yml").write_text(yaml.safe_dump(pytorch, sort_keys=False), encoding="utf-8")
+    return directory
 
 
 @pytest.fixture(scope="module")
@@ -35,24 +58,31 @@ def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]
         yield name, inventory / "hosts.yml"
 
 
-def site(inventory: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+@pytest.fixture(scope="module")
+def old_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return older_data(tmp_path_factory.mktemp("older-data"))
+
+
+def play(inventory: Path, playbook: str, *extra: str, data: Path | None = None) -> subprocess.CompletedProcess[str]:
+    # verification reports of the test host go beside its inventory, not into the checkout's reports/
+    reports = inventory.parent / "reports"
+    extra = (
+        "-e",
+        f"gpu_verify_report_dir={reports}/verify",
+        "-e",
+        f"gpu_verify_fleet_report_dir={reports}/fleet",
+        *extra,
+    )
+    env = {**os.environ, "ANSIBLE_FORCE_COLOR": "0"}
+    env.pop("DLSTACK_DATA_DIR", None)
+    if data is not None:
+        env["DLSTACK_DATA_DIR"] = str(data)
     return subprocess.run(
         # wheels are cached on the host between runs (the shared test cache)
-        [
-            "ansible-playbook",
-            "site.yml",
-            "-i",
-            str(inventory),
-            "-e",
-            "python_env_uv_cache_dir=/var/cache/dlstack-host/uv",
-            *extra,
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=1800,
-    )
+        ["ansible-playbook", playbook, "-i", str(inventory), "-e", "python_env_uv_cache_dir=/var/cache/dlstack-host/uv",
+         *extra],
+        cwd=ROOT, env=env, capture_output=True, text=True, check=False, timeout=2400,
+    )  # fmt: skip
 
 
 def recap(proc: subprocess.CompletedProcess[str], host: str) -> dict[str, int]:
@@ -60,29 +90,119 @@ def recap(proc: subprocess.CompletedProcess[str], host: str) -> dict[str, int]:
     return {key: int(value) for key, value in re.findall(r"(\w+)=(\d+)", line)}
 
 
-def test_site_on_a_fresh_host(host):
-    name, inventory = host
+def changed_tasks(proc: subprocess.CompletedProcess[str]) -> str:
+    lines = proc.stdout.splitlines()
+    return "\n".join(lines[i - 2] for i, line in enumerate(lines) if line.startswith("changed:") and i >= 2)
 
-    check = site(inventory, "--check", "--diff")
-    assert check.returncode == 0, check.stdout[-5000:]
-    assert recap(check, name)["failed"] == 0
 
-    first = site(inventory)
-    assert first.returncode == 0, first.stdout[-5000:]
-    assert recap(first, name)["changed"] > 0
+def lock_text(inventory: Path) -> str:
+    return (inventory.parent / "dlstack.lock.yml").read_text(encoding="utf-8")
 
-    second = site(inventory)
-    assert second.returncode == 0, second.stdout[-5000:]
-    assert recap(second, name)["changed"] == 0, "a second run of site.yml changed something:\n" + "\n".join(
-        line for line in second.stdout.splitlines() if line.startswith(("TASK", "changed"))
-    )
 
-    expected = resolve(os="24.04", frameworks=["torch"], driver_line="server").to_dict()["frameworks"]["torch"]
-    torch = subprocess.run(
-        ["docker", "exec", name, "/opt/dlstack/envs/pytorch/bin/python", "-c",
-         "import json, torch; print(json.dumps([torch.__version__, torch.version.cuda]))"],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    version, cuda = json.loads(torch.stdout.strip().splitlines()[-1])
-    assert version.split("+")[0] == expected["version"]
-    assert cuda == expected["cuda"]
+def docker_json(name: str, *argv: str) -> object:
+    out = subprocess.run(["docker", "exec", name, *argv], capture_output=True, text=True, check=True).stdout.strip()
+    # a JSON file, or a program whose last line is JSON (after whatever it logged)
+    return json.loads(out if out.startswith("{") else out.splitlines()[-1])
+
+
+def torch_on_host(name: str) -> list[str]:
+    code = "import json, torch; print(json.dumps([torch.__version__, torch.version.cuda]))"
+    return docker_json(name, "/opt/dlstack/envs/pytorch/bin/python", "-c", code)  # type: ignore[return-value]
+
+
+def driver_branch_on_host(name: str) -> str:
+    return str(docker_json(name, "cat", "/etc/ansible/facts.d/nvidia_driver.fact")["branch"])  # type: ignore[index]
+
+
+class TestSiteAndTheLockedHost:
+    def test_site_on_a_fresh_host_records_the_stack(self, host, old_data):
+        name, inventory = host
+        check = play(inventory, "site.yml", "--check", "--diff", data=old_data)
+        assert check.returncode == 0, check.stdout[-5000:]
+        assert recap(check, name)["failed"] == 0
+        assert not (inventory.parent / "dlstack.lock.yml").exists(), "check mode wrote the lock file"
+
+        first = play(inventory, "site.yml", data=old_data)
+        assert first.returncode == 0, first.stdout[-5000:]
+        assert recap(first, name)["changed"] > 0
+
+        entry = lock.host_entry(lock_text(inventory), name)
+        assert entry is not None
+        assert int(entry["driver"]["branch"]) <= OLD_BRANCH_MAX
+        assert docker_json(name, "cat", "/etc/ansible/facts.d/dlstack_stack.fact") == entry
+        version, cuda = torch_on_host(name)
+        assert version.split("+")[0] == entry["frameworks"]["torch"]["version"]
+        assert "cu" + cuda.replace(".", "") == entry["frameworks"]["torch"]["variant"]
+        assert driver_branch_on_host(name) == entry["driver"]["branch"]
+
+    def test_newer_data_changes_nothing_on_a_locked_host(self, host):
+        name, inventory = host
+        before = lock_text(inventory)
+        second = play(inventory, "site.yml")  # today's data: newer branches and torch
+        assert second.returncode == 0, second.stdout[-5000:]
+        changed = recap(second, name)["changed"]
+        assert changed == 0, "a re-run with newer data changed something:\n" + changed_tasks(second)
+        assert lock_text(inventory) == before
+        assert "keeps its locked stack; the data offers" in second.stdout
+        entry = lock.host_entry(before, name)
+        assert torch_on_host(name)[0].split("+")[0] == entry["frameworks"]["torch"]["version"]
+
+    def test_upgrade_in_check_mode_shows_the_plan_and_changes_nothing(self, host):
+        name, inventory = host
+        before = lock_text(inventory)
+        entry = lock.host_entry(before, name)
+        plan = play(inventory, "playbooks/upgrade.yml", "--check")
+        assert plan.returncode == 0, plan.stdout[-5000:]
+        assert f"{name}: from the locked stack: driver {entry['driver']['branch']} ->" in plan.stdout
+        assert lock_text(inventory) == before
+        assert driver_branch_on_host(name) == entry["driver"]["branch"]
+
+    def test_upgrade_refuses_while_gpu_jobs_run(self, host):
+        name, inventory = host
+        # what `nvidia-smi --query-compute-apps=pid,process_name,used_memory --format=csv,noheader`
+        # prints with a training job on a GPU; the container has no GPU, so a stand-in first on the
+        # PATH answers as the real one would (only a GPU host proves the real query)
+        smi = (
+            "#!/bin/sh\n# stand-in for the test: a GPU with one job; other queries fail as without a GPU\n"
+            'case "$*" in *--query-compute-apps*) echo "4242, python, 30208 MiB"; exit 0;; esac\n'
+            "echo 'NVIDIA-SMI has failed because it could not communicate with the NVIDIA driver.'; exit 9\n"
+        )
+        install = "cat > /usr/local/bin/nvidia-smi && chmod 755 /usr/local/bin/nvidia-smi"
+        subprocess.run(["docker", "exec", "-i", name, "sh", "-c", install], input=smi, text=True, check=True)
+        try:
+            refused = play(inventory, "playbooks/upgrade.yml")
+        finally:
+            subprocess.run(["docker", "exec", name, "rm", "-f", "/usr/local/bin/nvidia-smi"], check=True)
+        assert refused.returncode != 0
+        assert "has 1 process(es) on its GPUs (4242, python, 30208 MiB)" in refused.stdout
+        assert recap(refused, name)["changed"] == 0
+
+    def test_upgrade_that_fails_verification_is_rolled_back(self, host):
+        name, inventory = host
+        before = lock_text(inventory)
+        entry = lock.host_entry(before, name)
+        # a verification the host cannot pass: more RAM than any machine has, as a failure
+        failed = play(
+            inventory, "playbooks/upgrade.yml",
+            "-e", '{"gpu_verify_extra_args": ["--min-ram-gib", "100000"], "gpu_verify_strict_hardware": true}',
+        )  # fmt: skip
+        assert failed.returncode != 0
+        assert "was rolled back to its locked stack" in failed.stdout
+        assert "The rollout stops here" in failed.stdout
+        assert lock_text(inventory) == before
+        assert driver_branch_on_host(name) == entry["driver"]["branch"]
+        assert torch_on_host(name)[0].split("+")[0] == entry["frameworks"]["torch"]["version"]
+
+    def test_upgrade_moves_the_host_and_updates_the_lock(self, host):
+        name, inventory = host
+        old = lock.host_entry(lock_text(inventory), name)
+        upgraded = play(inventory, "playbooks/upgrade.yml")
+        assert upgraded.returncode == 0, upgraded.stdout[-5000:]
+        new = lock.host_entry(lock_text(inventory), name)
+        assert lock.differences(old, new), "the upgrade left the lock as it was"
+        assert int(new["driver"]["branch"]) > OLD_BRANCH_MAX
+        assert driver_branch_on_host(name) == new["driver"]["branch"]
+        version, cuda = torch_on_host(name)
+        assert version.split("+")[0] == new["frameworks"]["torch"]["version"]
+        assert "cu" + cuda.replace(".", "") == new["frameworks"]["torch"]["variant"]
+        assert new["frameworks"]["torch"]["version"] != old["frameworks"]["torch"]["version"]
