@@ -393,6 +393,7 @@ def driver_packages(installed: Iterable[str]) -> list[str]:
     unversioned names. Not the container toolkit (libnvidia-container*, nvidia-container-toolkit*)
     nor CUDA (cuda-*), which other roles own.
     """
+
     def ours(package: str) -> bool:
         if "container" in package:
             return False

@@ -22,6 +22,8 @@ def data_file(name: str) -> Path:
     if override and (Path(override) / f"{name}.yml").is_file():
         return Path(override) / f"{name}.yml"
     return DATA_DIR / f"{name}.yml"
+
+
 # libyaml's loader when PyYAML was built with it (10x faster: the resolver runs once per host).
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
