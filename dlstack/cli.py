@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 # name of the module under dlstack.commands that provides each subcommand
-SUBCOMMANDS = ("images", "sandbox", "resolve", "report")
+SUBCOMMANDS = ("images", "sandbox", "resolve", "report", "data")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from dlstack import data
+from dlstack.matrix import load_matrix
 
 PROVIDERS = ("aws", "gcp")
 ACTIONS = ("up", "status", "down")
@@ -34,6 +35,7 @@ class InstanceSpec:
     gpus: int
     source: str
     accelerator: str | None = None
+    host_arch: str = "amd64"  # the host CPU architecture (A4X's Grace is arm64)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -68,7 +70,14 @@ def lookup(
     if entry is not None:
         if accelerator_type:
             return None  # accelerator-optimised types have their GPUs built in: an extra one is unknown
-        return InstanceSpec(provider, instance_type, entry["gpu"], int(entry["gpus"]), entry["source"])
+        return InstanceSpec(
+            provider,
+            instance_type,
+            entry["gpu"],
+            int(entry["gpus"]),
+            entry["source"],
+            host_arch=entry.get("host_arch", "amd64"),
+        )
     if not accelerator_type:
         return None
     accel = entries.get("accelerators", {}).get(accelerator_type)
@@ -119,6 +128,11 @@ def guard(
     if int(max_gpus) < 0:
         raise ValueError(f"cloud_vm_max_gpus: {max_gpus!r} must be 0 or more")
     spec = lookup(provider, instance_type, accelerator_type, accelerator_count)
+    if spec is not None and spec.host_arch != "amd64":
+        raise ValueError(
+            f"cloud_vm_instance_type: {instance_type!r} has an {spec.host_arch} host; dlstack sets up amd64 hosts "
+            f"only (its images and Packages indexes are amd64): choose an amd64 type, e.g. {_amd64_alike(spec)}"
+        )
     reasons: list[str] = []
     total: int | None = None
     if spec is None:
@@ -143,6 +157,15 @@ def guard(
         gpu=spec.gpu if spec else None,
         reasons=tuple(reasons),
     )
+
+
+def _amd64_alike(spec: InstanceSpec) -> str:
+    """An amd64 instance type of the same provider with the same GPU architecture, for the error message."""
+    arch = {g.name: g.architecture for g in load_matrix().gpus}
+    for name, entry in sorted(_provider(spec.provider).get("instance_types", {}).items()):
+        if entry.get("host_arch", "amd64") == "amd64" and arch.get(entry["gpu"]) == arch.get(spec.gpu):
+            return f"{name} ({entry['gpus']} x {entry['gpu']})"
+    return "one listed in dlstack/data/cloud_instances.yml"
 
 
 def validate_name(variable: str, value: str) -> str:

@@ -11,6 +11,7 @@ a framework release is a data change.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -108,6 +109,7 @@ class Gpu:
     pci_ids: tuple[str, ...]
     peaks: Mapping[str, float]
     source: str
+    open_modules_only: bool = False  # a platform NVIDIA supports only with the open kernel modules (GH200)
 
     @property
     def cc(self) -> str:
@@ -143,10 +145,45 @@ class DriverBranch:
     architectures: frozenset[str]
     kernel_modules: frozenset[str]
     source: str
+    lifecycle: Lifecycle | None = None
 
     @property
     def name(self) -> str:
         return str(self.branch)
+
+    def preferred(self, today: dt.date) -> bool:
+        """A long-term support or production branch still supported on ``today`` (the resolver's first pick)."""
+        return (
+            self.lifecycle is not None
+            and self.lifecycle.kind in PREFERRED_BRANCH_TYPES
+            and not self.lifecycle.ended(today)
+        )
+
+
+# NVIDIA's data-center branch types: long-term support (3 years), production (1 year), new feature (short-lived,
+# no end-of-life date of its own).
+BRANCH_TYPES = ("lts", "production", "new-feature")
+PREFERRED_BRANCH_TYPES = ("lts", "production")
+
+
+@dataclass(frozen=True)
+class Lifecycle:
+    """A driver branch's place in NVIDIA's data-center driver lifecycle."""
+
+    kind: str  # one of BRANCH_TYPES, or "" where NVIDIA's pages read do not say
+    end_of_life: tuple[int, int] | None  # (year, month): supported through that month; None: no date published
+    ended_before: bool  # end of life already announced as past, without a month ("ended")
+    source: str
+
+    def ended(self, today: dt.date) -> bool:
+        if self.ended_before:
+            return True
+        return self.end_of_life is not None and self.end_of_life < (today.year, today.month)
+
+    def end_text(self) -> str:
+        if self.end_of_life is None:
+            return "ended" if self.ended_before else "no date published"
+        return f"{self.end_of_life[0]}-{self.end_of_life[1]:02d}"
 
 
 @dataclass(frozen=True)
@@ -378,9 +415,19 @@ def _load_gpus() -> tuple[dict[str, CC], tuple[Gpu, ...]]:
                 pci_ids=tuple(p.lower() for p in _get(entry, "pci_ids", list, at)),
                 peaks=peaks,
                 source=_source(entry, at),
+                open_modules_only=_open_modules_only(entry, at),
             )
         )
     return archs, tuple(gpus)
+
+
+def _open_modules_only(entry: Mapping[str, Any], at: _Where) -> bool:
+    """``open_modules_only: {source: URL}``: NVIDIA supports this model only with the open kernel modules."""
+    raw = entry.get("open_modules_only")
+    if raw is None:
+        return False
+    _source(raw, at / "open_modules_only")
+    return True
 
 
 def _load_cuda() -> tuple[tuple[CudaRelease, ...], dict[int, DriverVersion]]:
@@ -448,9 +495,27 @@ def _load_drivers(
                 architectures=frozenset(arch_list),
                 kernel_modules=frozenset(modules),
                 source=_source(entry, at),
+                lifecycle=_lifecycle(entry.get("lifecycle"), at / "lifecycle"),
             )
         )
     return tuple(sorted(branches, key=lambda d: d.branch, reverse=True)), driver_rules
+
+
+def _lifecycle(raw: Any, at: _Where) -> Lifecycle | None:
+    """``lifecycle: {type: lts | production | new-feature | null, end_of_life: "2028-06" | ended | null, source}``."""
+    if raw is None:
+        return None
+    kind = _get(raw, "type", str, at, optional=True) or ""
+    if kind and kind not in BRANCH_TYPES:
+        raise (at / "type").fail(f"{kind!r} is not a branch type; expected one of {', '.join(BRANCH_TYPES)}")
+    end = raw.get("end_of_life")
+    month = None
+    if end is not None and end != "ended":
+        match = re.fullmatch(r"(\d{4})-(\d{2})", str(end))
+        if not match or not 1 <= int(match.group(2)) <= 12:
+            raise (at / "end_of_life").fail(f"{end!r}: expected YYYY-MM, 'ended' or null")
+        month = (int(match.group(1)), int(match.group(2)))
+    return Lifecycle(kind, month, end == "ended", _source(raw, at))
 
 
 def _version_key(version: str) -> tuple[int, ...]:

@@ -22,7 +22,9 @@ Public API: :func:`resolve`, :class:`Stack`, :class:`ResolutionError`, :func:`fi
 
 from __future__ import annotations
 
+import datetime as dt
 import difflib
+import os as _os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -36,6 +38,7 @@ from dlstack.matrix import (
     UBUNTU_FLAVOURS,
     CudaRelease,
     DriverBranch,
+    DriverRules,
     DriverVersion,
     FrameworkRelease,
     Gpu,
@@ -266,6 +269,10 @@ def find_gpu(text: str, matrix: Matrix | None = None) -> Gpu | None:
         norm = _norm(candidate)
         if norm in normal:
             return normal[norm]
+    if device:
+        # an lspci line whose device id gpus.yml lacks: the id decides (the driver packages know it), not a
+        # name it contains ("GeForce GTX 1050 Ti Mobile" is not the desktop GTX 1050 Ti)
+        return None
     # the longest known name contained in the text ("NVIDIA GeForce RTX 4090 D" -> GeForce RTX 4090)
     norm = _norm(raw)
     contained = [(len(k), g) for k, g in normal.items() if k and re.search(rf"(^| ){re.escape(k)}( |$)", norm)]
@@ -973,7 +980,7 @@ def _rule_km_gpu(inp: _Inputs, s: _State, m: Matrix) -> str | None:
             f"open kernel modules need compute capability {cc_str(rules.open_min_cc)} (Turing) or newer; "
             f"{_gpu_label(inp)} needs kernel_modules=proprietary"
         )
-    if s.km == "proprietary" and inp.target.ccs[-1] >= rules.open_required_from_cc:
+    if s.km == "proprietary" and _open_required(inp.target, rules):
         return f"{_gpu_label(inp)} runs only with the open kernel modules: use kernel_modules=open"
     return None
 
@@ -1035,11 +1042,17 @@ def _rules_at(level: str, inp: _Inputs) -> list[Rule]:
 # ----------------------------------------------------------------------------- search
 
 
+def _open_required(target: GpuTarget, rules: DriverRules) -> bool:
+    """Blackwell and newer (by compute capability), and platforms such as Grace Hopper (by model)."""
+    models = ([target.gpu] if target.gpu else []) + list(target.variants)
+    return target.ccs[-1] >= rules.open_required_from_cc or any(g.open_modules_only for g in models)
+
+
 def _default_km(inp: _Inputs, driver: DriverBranch, m: Matrix) -> list[str]:
     rules = m.driver_rules
     if inp.kernel_modules:
         return [inp.kernel_modules]
-    if inp.target is not None and inp.target.ccs[-1] >= rules.open_required_from_cc:
+    if inp.target is not None and _open_required(inp.target, rules):
         return ["open", "proprietary"]
     if inp.target is not None and inp.target.ccs[0] < rules.open_min_cc:
         return ["proprietary", "open"]
@@ -1140,7 +1153,31 @@ def _warnings(inp: _Inputs, s: _State, m: Matrix) -> list[str]:
         )
     if inp.driver_source == "nvidia" and s.driver.branch in s.os.drivers:
         out.append(f"Ubuntu {s.os.version} also packages driver branch {s.driver.name}")
+    out.extend(_lifecycle_warnings(s.driver, m, today()))
     return out
+
+
+def _lifecycle_warnings(driver: DriverBranch, m: Matrix, on: dt.date) -> list[str]:
+    """A branch past NVIDIA's end of life, or a short-lived new-feature branch: say so, with the alternatives."""
+    life = driver.lifecycle
+    if life is None:
+        return []
+    supported = ", ".join(
+        f"{d.name} ({d.lifecycle.kind} until {d.lifecycle.end_text()})"
+        for d in m.drivers
+        if d.preferred(on) and d.lifecycle is not None
+    )
+    if life.ended(on):
+        return [
+            f"driver branch {driver.name} is past NVIDIA's end of life ({life.end_text()}; {life.source}): it gets "
+            f"no more security fixes. Supported branches: {supported or 'none known'}; move with playbooks/upgrade.yml"
+        ]
+    if life.kind == "new-feature":
+        return [
+            f"driver branch {driver.name} is a new-feature branch: short-lived, with no end-of-life date of its own "
+            f"({life.source}). Long-term support and production branches: {supported or 'none known'}"
+        ]
+    return []
 
 
 def _legacy_warnings(target: GpuTarget, m: Matrix) -> list[str]:
@@ -1334,16 +1371,42 @@ def resolve(
         driver_line,
         pci_ids,
     )
-    # Without frameworks, prefer a CUDA toolkit the driver runs natively over a newer one that needs
-    # minor-version compatibility; with frameworks, the newest framework wins (their wheels rely on it).
-    found = None
-    if not inp.frameworks:
-        found = _Search(_replace(inp, allow_compat=False), matrix, max_violations=0).run()
-    if found is None:
-        found = _Search(inp, matrix, max_violations=0).run()
-    if found is None:
-        raise ResolutionError(_explain(inp, matrix))
-    return _stack(inp, found[0], matrix)
+    # Without frameworks, a CUDA toolkit the driver runs natively beats a newer one that needs minor-version
+    # compatibility; with frameworks, the newest framework wins (their wheels rely on it). Within each, a
+    # supported long-term support or production branch is tried before the others.
+    compat = (True,) if inp.frameworks else (False, True)
+    for allow_compat in compat:
+        for attempt in _preference_passes(inp, today()):
+            found = _Search(_replace(attempt, allow_compat=allow_compat), matrix, max_violations=0).run()
+            if found is not None:
+                return _stack(attempt, found[0], matrix)
+    raise ResolutionError(_explain(inp, matrix))
+
+
+# The resolver's date for NVIDIA's driver lifecycle (ISO date; default: today). The tests fix it, so that
+# their expectations do not move when a branch reaches its end of life.
+TODAY_ENV = "DLSTACK_TODAY"
+
+
+def today() -> dt.date:
+    """$DLSTACK_TODAY (YYYY-MM-DD) when set, else the system date."""
+    raw = _os.environ.get(TODAY_ENV, "").strip()
+    if not raw:
+        return dt.date.today()
+    try:
+        return dt.date.fromisoformat(raw)
+    except ValueError:
+        raise ResolutionError(f"{TODAY_ENV}={raw!r} is not a date; expected YYYY-MM-DD") from None
+
+
+def _preference_passes(inp: _Inputs, on: dt.date) -> list[_Inputs]:
+    """Unless a branch is given: first only supported long-term support and production branches, then all."""
+    if inp.driver_given:
+        return [inp]
+    preferred = tuple(d for d in inp.drivers if d.preferred(on))
+    if not preferred or len(preferred) == len(inp.drivers):
+        return [inp]
+    return [_replace(inp, drivers=preferred), inp]
 
 
 def _branch_problem(device: PciGpu, branch: int, release: str, flavours: Sequence[str], matrix: Matrix) -> str | None:

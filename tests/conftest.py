@@ -7,12 +7,16 @@ the time of each test's setup, call and teardown (tests on two workers overlap i
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 from pathlib import Path
 
 import pytest
 
 TESTS = Path(__file__).resolve().parent
+# The resolver reads NVIDIA's driver lifecycle against this date (dlstack.resolver.TODAY_ENV): fixed, so that
+# no expectation moves when a branch reaches its end of life; ansible-playbook and molecule inherit it.
+os.environ.setdefault("DLSTACK_TODAY", "2026-11-30")
 _TIER_SECONDS: dict[str, float] = defaultdict(float)
 _TIER_TESTS: dict[str, set[str]] = defaultdict(set)
 

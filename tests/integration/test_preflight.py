@@ -138,11 +138,14 @@ def test_bad_environment_names_stop_in_preflight(noble_host, tmp_path, environme
     assert_untouched(noble_host)
 
 
-# What `lspci -nn -d 10de:` prints on a machine with a GeForce GTX 1070 (a Pascal card: driver
-# branches up to 580), and with an NVIDIA device no data knows. The container sees the CI machine's
+# What `lspci -nn -d 10de:` prints on a laptop with a GeForce GTX 1050 Ti Mobile (a Pascal GPU that
+# gpus.yml does not list, known by the driver packages' Modaliases only: driver branches up to 580),
+# and with an NVIDIA device no data knows. The container sees the CI machine's
 # PCI bus, which has no NVIDIA device, so a stand-in lspci placed first on the PATH prints these;
 # what only real hardware proves is that the card answers as recorded.
-GTX_1070 = "01:00.0 VGA compatible controller [0300]: NVIDIA Corporation GP104 [GeForce GTX 1070] [10de:1b81] (rev a1)"
+GTX_1050_TI_MOBILE = (
+    "01:00.0 3D controller [0302]: NVIDIA Corporation GP107M [GeForce GTX 1050 Ti Mobile] [10de:1c8c] (rev a1)"
+)
 UNKNOWN = "01:00.0 3D controller [0302]: NVIDIA Corporation Device [10de:ffff] (rev a1)"
 
 
@@ -153,11 +156,11 @@ def fake_lspci(name: str, line: str) -> None:
 
 
 def test_a_device_the_pinned_branch_does_not_support_stops_in_preflight(noble_host, tmp_path):
-    fake_lspci(noble_host, GTX_1070)
+    fake_lspci(noble_host, GTX_1050_TI_MOBILE)
     proc = site(tmp_path, "-e", "dlstack_driver_branch=595")
     assert proc.returncode != 0
-    assert "does not support PCI device 10de:1b81" in proc.stdout
-    assert "580" in proc.stdout.split("does not support PCI device 10de:1b81", 1)[1][:600]
+    assert "does not support PCI device 10de:1c8c" in proc.stdout
+    assert "580" in proc.stdout.split("does not support PCI device 10de:1c8c", 1)[1][:600]
     assert "changed=0" in recap(proc.stdout, noble_host)
     assert_untouched(noble_host)
 

@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from dlstack import cloud
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
@@ -169,3 +171,23 @@ def test_gcp_guard_stops_before_any_api_call(tmp_path: Path, ssh_pub: Path) -> N
     assert result.returncode != 0
     assert "3 x a3-highgpu-8g = 24 x H100 SXM, more than cloud_vm_max_gpus (8)" in result.stdout
     assert "Create the run's firewall rule" not in result.stdout  # no GCP API task ran
+
+
+def test_an_arm_host_is_refused_by_name_with_an_amd64_alternative() -> None:
+    # A4X: GB200 Superchips on NVIDIA Grace (arm64); dlstack sets up amd64 hosts only
+    with pytest.raises(ValueError, match=r"'a4x-highgpu-4g' has an arm64 host.*a4-highgpu-8g \(8 x B200\)"):
+        cloud.guard("gcp", "a4x-highgpu-4g", 1)
+
+
+@pytest.mark.parametrize(
+    ("provider", "instance_type", "gpu", "gpus"),
+    [
+        ("gcp", "a4-highgpu-8g", "B200", 8),
+        ("gcp", "g4-standard-384", "RTX PRO 6000 Blackwell", 8),
+        ("aws", "p6-b300.48xlarge", "B300", 8),
+        ("aws", "g7e.12xlarge", "RTX PRO 6000 Blackwell", 2),
+    ],
+)
+def test_late_2026_instance_types_are_catalogued(provider: str, instance_type: str, gpu: str, gpus: int) -> None:
+    spec = cloud.lookup(provider, instance_type)
+    assert spec is not None and (spec.gpu, spec.gpus, spec.host_arch) == (gpu, gpus, "amd64")

@@ -160,7 +160,7 @@ def test_driver_ubuntu_does_not_package_and_nvidia_source() -> None:
 def test_no_cuda_toolkit_for_the_os_without_frameworks() -> None:
     # NVIDIA's repository serves CUDA 13.2 and newer for Ubuntu 26.04; driver 535 runs CUDA 12.2 at most
     message = _error(os="26.04", driver="535", driver_source="nvidia")
-    assert "CUDA 13.3 needs driver >= 610.43.02" in message
+    assert "CUDA 13.5 needs driver >= 620.70.06" in message
     assert "without os=ubuntu26.04: ubuntu24.04 fits" in message
 
 

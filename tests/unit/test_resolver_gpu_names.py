@@ -162,12 +162,13 @@ def test_cli_compute_capability_alone() -> None:
 
 def test_cli_pci_ids_and_lspci_from_stdin() -> None:
     lspci = (
-        "01:00.0 VGA compatible controller [0300]: NVIDIA Corporation GP104 [GeForce GTX 1070] [10de:1b81] (rev a1)\n"
+        # a Pascal laptop GPU gpus.yml does not list: known only by the driver packages' Modaliases
+        "01:00.0 3D controller [0302]: NVIDIA Corporation GP107M [GeForce GTX 1050 Ti Mobile] [10de:1c8c] (rev a1)\n"
     )
     result = _cli("--lspci", "-", "--os", "24.04", stdin=lspci)
     assert result.returncode == 0, result.stderr
-    assert "PCI 10de:1b81 (compute capability 5.0 to 7.0, maxwell, pascal or volta)" in result.stdout
-    refused = _cli("--pci-id", "1b81", "--driver", "595")
+    assert "PCI 10de:1c8c (compute capability 5.0 to 7.0, maxwell, pascal or volta)" in result.stdout
+    refused = _cli("--pci-id", "1c8c", "--driver", "595")
     assert refused.returncode == 2
     assert "use a branch from 470 to 580" in refused.stderr
     unknown = _cli("--pci-id", "10de:ffff")

@@ -19,8 +19,11 @@ from dlstack.resolver import ResolutionError, pci_device_ids, pci_gpu, pci_probl
 ROOT = Path(__file__).resolve().parents[2]
 MATRIX = load_matrix()
 PCI = load_pci_ids()
-GTX_1070 = "01:00.0 VGA compatible controller [0300]: NVIDIA Corporation GP104 [GeForce GTX 1070] [10de:1b81] (rev a1)"
-GTX_1070_AUDIO = (
+# A Pascal laptop GPU that gpus.yml does not list: known only by the Modaliases of the driver packages
+GTX_1050_TI_M = (
+    "01:00.0 3D controller [0302]: NVIDIA Corporation GP107M [GeForce GTX 1050 Ti Mobile] [10de:1c8c] (rev a1)"
+)
+GTX_1050_TI_M_AUDIO = (
     "01:00.1 Audio device [0403]: NVIDIA Corporation GP104 High Definition Audio Controller [10de:10f0] (rev a1)"
 )
 INTEL_VGA = "00:02.0 VGA compatible controller [0300]: Intel Corporation HD Graphics 630 [8086:5912] (rev 04)"
@@ -51,16 +54,18 @@ def _error(**kwargs: Any) -> str:
 
 
 def test_lspci_lines_give_the_nvidia_display_devices_once() -> None:
-    text = "\n".join([INTEL_VGA, GTX_1070, GTX_1070_AUDIO, H100, H100.replace("3b:00.0", "5d:00.0"), NVSWITCH])
-    assert pci_device_ids(text) == ("1b81", "2330")
-    assert pci_device_ids(text.splitlines()) == ("1b81", "2330")
+    text = "\n".join(
+        [INTEL_VGA, GTX_1050_TI_M, GTX_1050_TI_M_AUDIO, H100, H100.replace("3b:00.0", "5d:00.0"), NVSWITCH]
+    )
+    assert pci_device_ids(text) == ("1c8c", "2330")
+    assert pci_device_ids(text.splitlines()) == ("1c8c", "2330")
 
 
 @pytest.mark.parametrize(
-    "given", ["1b81", "0x1B81", "10de:1b81", "01:00.0 0300: 10de:1b81 (rev a1)", f"  {GTX_1070}  "]
+    "given", ["1c8c", "0x1C8C", "10de:1c8c", "01:00.0 0300: 10de:1c8c (rev a1)", f"  {GTX_1050_TI_M}  "]
 )
 def test_the_forms_of_one_id(given: str) -> None:
-    assert pci_device_ids([given]) == ("1b81",)
+    assert pci_device_ids([given]) == ("1c8c",)
 
 
 def test_other_vendors_are_skipped_and_garbage_is_named() -> None:
@@ -92,8 +97,8 @@ def test_an_id_gpus_yml_knows_is_that_model() -> None:
 
 
 def test_an_id_only_the_packages_know_is_narrowed_by_them() -> None:
-    # GeForce GTX 1070: listed by 470, 545 and 580, by no -open package, not by 595 or 615
-    device = pci_gpu("1b81")
+    # GeForce GTX 1050 Ti Mobile: listed by 470, 545 and 580, by no -open package, not by 595 or 615
+    device = pci_gpu("1c8c")
     assert device is not None and device.gpu is None
     assert device.architectures == ("maxwell", "pascal", "volta")
     assert device.compute_capabilities[0] == (5, 0) and device.compute_capabilities[-1] == (7, 0)
@@ -108,9 +113,9 @@ def test_an_id_no_data_knows() -> None:
 
 
 def test_a_branch_that_dropped_the_device() -> None:
-    (problem,) = pci_problems([GTX_1070], branch="595", os="24.04")
+    (problem,) = pci_problems([GTX_1050_TI_M], branch="595", os="24.04")
     assert "driver branch 595" in problem
-    assert "PCI device 10de:1b81" in problem
+    assert "PCI device 10de:1c8c" in problem
     assert "nvidia-driver-580" in problem and "branch 470 or 580" in problem
 
 
@@ -129,20 +134,20 @@ def test_an_unknown_device_without_a_setting_says_both_ways_out() -> None:
 
 
 def test_all_is_well() -> None:
-    assert pci_problems([H100, GTX_1070], branch="580", os="22.04") == []
+    assert pci_problems([H100, GTX_1050_TI_M], branch="580", os="22.04") == []
     assert pci_problems([], branch="580", os="22.04") == []
 
 
 def test_kernel_module_flavour_and_line_narrow_the_packages() -> None:
-    (problem,) = pci_problems(["1b81"], branch="580", os="24.04", kernel_modules="open")
+    (problem,) = pci_problems(["1c8c"], branch="580", os="24.04", kernel_modules="open")
     assert "nvidia-driver-580-open" in problem
     assert "only nvidia-driver-470, nvidia-driver-470-server, nvidia-driver-580, nvidia-driver-580-server" in problem
-    assert pci_problems(["1b81"], branch="580", os="24.04", kernel_modules="proprietary", driver_line="server") == []
+    assert pci_problems(["1c8c"], branch="580", os="24.04", kernel_modules="proprietary", driver_line="server") == []
 
 
 def test_a_branch_ubuntu_does_not_package_falls_back_to_drivers_yml() -> None:
-    (problem,) = pci_problems(["1b81"], branch="590", os="24.04")
-    assert "driver branch 590 does not support PCI device 10de:1b81" in problem
+    (problem,) = pci_problems(["1c8c"], branch="590", os="24.04")
+    assert "driver branch 590 does not support PCI device 10de:1c8c" in problem
     assert "from 470 to 580" in problem
     assert pci_problems(["2330"], branch="590.44.01", os="24.04") == []
 
@@ -170,23 +175,23 @@ def test_settings_that_contradict_a_known_device() -> None:
 )
 def test_bad_inputs_are_named(kwargs: dict[str, Any], fragment: str) -> None:
     with pytest.raises(ResolutionError, match="invalid input") as info:
-        pci_problems(["1b81"], **kwargs)
+        pci_problems(["1c8c"], **kwargs)
     assert fragment in str(info.value)
 
 
 # ----------------------------------------------------------------------------- the constraint on the stack
 
 
-def test_a_gtx_1070_never_gets_a_branch_that_dropped_pascal() -> None:
-    stack = resolve(pci_ids=[GTX_1070]).to_dict()
+def test_a_gtx_1050_ti_mobile_never_gets_a_branch_that_dropped_pascal() -> None:
+    stack = resolve(pci_ids=[GTX_1050_TI_M]).to_dict()
     assert int(stack["driver"]["branch"]) <= 580
     assert stack["driver"]["kernel_modules"] == "proprietary"
-    assert stack["gpu"]["pci_ids"] == ["1b81"]
+    assert stack["gpu"]["pci_ids"] == ["1c8c"]
     assert stack["gpu"]["compute_capability"] is None
     assert stack["gpu"]["architectures"] == ["maxwell", "pascal", "volta"]
-    assert any("10de:1b81 is not in gpus.yml" in w for w in stack["warnings"])
-    assert "use a branch from 470 to 580" in _error(pci_ids=["1b81"], driver="595")
-    assert "use a branch from 470 to 580" in _error(pci_ids=["1b81"], driver="590", driver_source="nvidia")
+    assert any("10de:1c8c is not in gpus.yml" in w for w in stack["warnings"])
+    assert "use a branch from 470 to 580" in _error(pci_ids=["1c8c"], driver="595")
+    assert "use a branch from 470 to 580" in _error(pci_ids=["1c8c"], driver="590", driver_source="nvidia")
 
 
 def test_a_known_device_is_its_model() -> None:
@@ -214,11 +219,11 @@ def test_settings_must_agree_with_a_known_device() -> None:
 
 
 def test_an_lspci_line_as_the_gpu_setting() -> None:
-    assert resolve(gpu=GTX_1070).to_dict()["gpu"]["architectures"] == ["maxwell", "pascal", "volta"]
+    assert resolve(gpu=GTX_1050_TI_M).to_dict()["gpu"]["architectures"] == ["maxwell", "pascal", "volta"]
 
 
 def test_a_mixed_host_gets_a_stack_for_every_gpu() -> None:
-    stack = resolve(pci_ids=["1b81", "2330"]).to_dict()  # a GTX 1070 next to an H100
+    stack = resolve(pci_ids=["1c8c", "2330"]).to_dict()  # a GTX 1050 Ti Mobile next to an H100
     assert int(stack["driver"]["branch"]) <= 580
     assert stack["gpu"]["architectures"] == ["maxwell", "pascal", "volta", "hopper"]
 
@@ -272,20 +277,20 @@ def test_filters_are_registered() -> None:
 
 
 def test_pci_problems_filter() -> None:
-    lspci = "\n".join([INTEL_VGA, GTX_1070, GTX_1070_AUDIO])
+    lspci = "\n".join([INTEL_VGA, GTX_1050_TI_M, GTX_1050_TI_M_AUDIO])
     assert (
         PLUGIN.dlstack_pci_problems(lspci, "580", "24.04", gpu=None, compute_capability="", kernel_modules="auto") == []
     )
     (problem,) = PLUGIN.dlstack_pci_problems(lspci.splitlines(), "595", "24.04")
-    assert "10de:1b81" in problem
+    assert "10de:1c8c" in problem
     with pytest.raises(AnsibleFilterError, match="dlstack_pci_problems: invalid input"):
-        PLUGIN.dlstack_pci_problems(["1b81"], "595", "18.04")
+        PLUGIN.dlstack_pci_problems(["1c8c"], "595", "18.04")
 
 
 def test_pci_gpus_filter() -> None:
-    assert PLUGIN.dlstack_pci_gpus(["1b81", H100, "ffff"]) == [
+    assert PLUGIN.dlstack_pci_gpus(["1c8c", H100, "ffff"]) == [
         {
-            "pci_id": "1b81",
+            "pci_id": "1c8c",
             "name": None,
             "architectures": ["maxwell", "pascal", "volta"],
             "compute_capabilities": ["5.0", "5.2", "6.0", "6.1", "7.0"],
@@ -303,5 +308,14 @@ def test_pci_gpus_filter() -> None:
 
 
 def test_resolve_filter_takes_pci_ids() -> None:
-    stack = PLUGIN.dlstack_resolve({"pci_ids": "\n".join([GTX_1070, GTX_1070_AUDIO]), "os": "24.04", "gpu": ""})
+    stack = PLUGIN.dlstack_resolve(
+        {"pci_ids": "\n".join([GTX_1050_TI_M, GTX_1050_TI_M_AUDIO]), "os": "24.04", "gpu": ""}
+    )
     assert stack["driver"]["branch"] == "580"
+
+
+def test_a_gpu_gpus_yml_lists_is_known_by_its_pci_id() -> None:
+    # GeForce GTX 1070 (10de:1b81): the model, so its exact compute capability, not the packages' range
+    device = pci_gpu("1b81")
+    assert device is not None and device.gpu is not None
+    assert (device.gpu.name, device.gpu.cc) == ("GeForce GTX 1070", "6.1")
