@@ -58,7 +58,7 @@ FLAVOUR_SUFFIX = {"proprietary": "", "open": "-open", "server": "-server", "serv
 # Packages the nvidia_driver role may install for a flavour (each must be real for the flavour to count).
 _ROLE_PACKAGES = ("nvidia-driver", "nvidia-headless", "nvidia-headless-no-dkms", "nvidia-utils", "libnvidia-compute")
 # PyPI projects read, and the lowest release of each the snapshot keeps (older ones are history).
-PYPI_PROJECTS = ("torch", "torchvision", "torchaudio", "tensorflow", "jax", "jaxlib")
+PYPI_PROJECTS = ("torch", "torchvision", "torchaudio", "tensorflow", "jax", "jax-cuda12-plugin", "jax-cuda13-plugin")
 # torchvision/torchaudio: every release from these on is read (their ``torch==X`` pin pairs them with torch)
 COMPANION_FLOOR = {"torchvision": "0.21.0", "torchaudio": "2.6.0"}
 _FINAL_RELEASE = re.compile(r"^\d+(\.\d+)*$")
@@ -531,8 +531,19 @@ def check_tensorflow(data: DataDir, snapshot: Snapshot) -> Iterator[Drift]:
                 )
 
 
+def _extra_plugin(meta: Mapping[str, Any], extra: str) -> Requirement | None:
+    """The ``jax-cudaNN-plugin`` requirement that jax's extra ``extra`` adds (None when it adds none)."""
+    for text in meta.get("requires_dist", []):
+        req = requirement(text)
+        if req is None or not re.fullmatch(r"jax-cuda\d+-plugin", req.name):
+            continue
+        if req.marker is not None and req.marker.evaluate({"extra": extra}) and not req.marker.evaluate({"extra": ""}):
+            return req
+    return None
+
+
 def check_jax(data: DataDir, snapshot: Snapshot) -> Iterator[Drift]:
-    """jax.yml's releases: jaxlib released alongside, and the Python floor."""
+    """jax.yml's releases: the Python floor, and each CUDA variant against the plugin its extra installs."""
     if not data.has("jax"):
         return
     file = data.file("jax")
@@ -549,8 +560,37 @@ def check_jax(data: DataDir, snapshot: Snapshot) -> Iterator[Drift]:
                     i,
                     "python",
                 )
-            if str(version) not in snapshot.pypi.get("jaxlib", {}):
-                yield file.drift(f"jax {version}: PyPI has no jaxlib {version}", "releases", i, "versions")
+            for extra in ("cuda12", "cuda13"):
+                yield from _check_jax_variant(file, snapshot, i, str(version), extra, entry, meta)
+
+
+def _check_jax_variant(
+    file: DataFile,
+    snapshot: Snapshot,
+    i: int,
+    version: str,
+    extra: str,
+    entry: Mapping[str, Any],
+    meta: Mapping[str, Any],
+) -> Iterator[Drift]:
+    req = _extra_plugin(meta, extra)
+    plugins = snapshot.pypi.get(f"jax-{extra}-plugin", {})
+    served = req is not None and any(
+        req.specifier.contains(v, prereleases=True) for v, m in plugins.items() if not m.get("yanked")
+    )
+    listed = extra in (entry.get("variants") or {})
+    if listed and not served:
+        yield file.drift(
+            f"jax {version}: PyPI has no jax-{extra}-plugin for jax[{extra}] ({req or 'the extra adds none'})",
+            "releases",
+            i,
+            "variants",
+            extra,
+        )
+    if served and not listed:
+        yield file.drift(
+            f"jax {version}: PyPI serves jax[{extra}] ({req}); the data lists no {extra}", "releases", i, "variants"
+        )
 
 
 CHECKS: tuple[Callable[[DataDir, Snapshot], Iterable[Drift]], ...] = (

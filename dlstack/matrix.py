@@ -210,7 +210,7 @@ class NcclRelease:
 
 @dataclass(frozen=True)
 class Variant:
-    """One CUDA build of a framework release (``cu126``; TensorFlow has one, ``and-cuda``)."""
+    """One CUDA build of a framework release (``cu126``; TensorFlow has one, ``and-cuda``; JAX ``cuda13``)."""
 
     name: str
     cuda: tuple[int, int]
@@ -229,7 +229,7 @@ class Variant:
 
 @dataclass(frozen=True)
 class FrameworkRelease:
-    framework: str  # "torch" or "tensorflow"
+    framework: str  # "torch", "tensorflow" or "jax" (jax: one record per CUDA variant; cudnn/nccl are floors)
     version: Version
     python: SpecifierSet
     cudnn: str
@@ -610,6 +610,40 @@ def _load_pytorch(
     return tuple(sorted(out, key=lambda r: r.version, reverse=True))
 
 
+def _load_jax(
+    cuda: tuple[CudaRelease, ...], cudnn: tuple[CudnnRelease, ...], nccl: tuple[NcclRelease, ...]
+) -> tuple[FrameworkRelease, ...]:
+    """jax.yml: one record per (release, CUDA variant), cuda13 before cuda12 within a release."""
+    data, where = load("jax"), _Where("jax")
+    known_cuda = {c.version for c in cuda}
+    out = []
+    for i, entry in enumerate(_get(data, "releases", list, where)):
+        at = where / "releases" / i
+        python = _convert(SpecifierSet, _get(entry, "python", str, at), at / "python")
+        source = _source(entry, at)
+        variants = _get(entry, "variants", dict, at)
+        for name in sorted(variants, reverse=True):
+            spec, vat = variants[name], at / "variants" / name
+            cuda_version = _convert(parse_major_minor, _get(spec, "cuda", str, vat), vat / "cuda")
+            if cuda_version not in known_cuda:
+                raise (vat / "cuda").fail(f"CUDA {spec['cuda']} is not in cuda.yml")
+            if name != f"cuda{cuda_version[0]}":
+                raise vat.fail(f"variant name {name!r} does not match its CUDA {spec['cuda']}")
+            _check_pins(spec, vat, cudnn, nccl)
+            ptx = _get(spec, "ptx", str, vat, optional=True)
+            variant = Variant(
+                name=name,
+                cuda=cuda_version,
+                archs=_arch_list(spec.get("archs"), vat / "archs"),
+                ptx=_convert(parse_cc, ptx, vat / "ptx") if ptx is not None else None,
+                index="pypi",
+            )
+            for version in _versions(entry, at):
+                out.append(FrameworkRelease("jax", version, python, spec["cudnn"], spec["nccl"], (variant,), source))
+    # newest first; within a version the order above (cuda13 first) is kept by the stable sort
+    return tuple(sorted(out, key=lambda r: r.version, reverse=True))
+
+
 def _load_tensorflow(
     cuda: tuple[CudaRelease, ...], cudnn: tuple[CudnnRelease, ...], nccl: tuple[NcclRelease, ...]
 ) -> tuple[FrameworkRelease, ...]:
@@ -796,6 +830,7 @@ def load_matrix() -> Matrix:
         frameworks={
             "torch": _load_pytorch(cuda, cudnn, nccl),
             "tensorflow": _load_tensorflow(cuda, cudnn, nccl),
+            "jax": _load_jax(cuda, cudnn, nccl),
         },
         ubuntu=_load_ubuntu(),
     )

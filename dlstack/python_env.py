@@ -19,7 +19,7 @@ from dlstack.data import load
 
 BACKENDS = ("venv", "conda")
 STATES = ("present", "absent")
-FRAMEWORKS = ("torch", "tensorflow")
+FRAMEWORKS = ("torch", "tensorflow", "jax")
 ARCHITECTURES = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}
 VAR = "python_env_environments"
 
@@ -115,6 +115,8 @@ def framework_cuda(name: str, entry: Mapping[str, Any]) -> str:
         return str(entry["cuda"])
     if name == "torch":
         return cuda_of_variant(str(entry.get("variant", "")))
+    if name == "jax":
+        raise PlanError(f"the resolved jax entry gives no CUDA version: {dict(entry)!r}; run the preflight play again")
     return _tensorflow_cuda(str(entry.get("version", "")))
 
 
@@ -125,6 +127,8 @@ def framework_requirement(name: str, entry: Mapping[str, Any]) -> str:
     version = str(entry["version"])
     if name == "tensorflow":
         return f"tensorflow[and-cuda]=={version}"
+    if name == "jax":
+        return f"jax[{entry.get('variant', 'cuda13')}]=={version}"
     if entry.get("index") == "pytorch" and "+" not in version:
         return f"torch=={version}+{entry['variant']}"
     return f"torch=={version}"

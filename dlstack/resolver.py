@@ -66,8 +66,15 @@ UBUNTU_FLAVOUR = {
     ("desktop", "proprietary"): "proprietary",
     ("desktop", "open"): "open",
 }
-FRAMEWORK_ALIASES = {"torch": "torch", "pytorch": "torch", "tensorflow": "tensorflow", "tensorflow-gpu": "tensorflow"}
-FRAMEWORK_ORDER = ("torch", "tensorflow")
+FRAMEWORK_ALIASES = {
+    "torch": "torch",
+    "pytorch": "torch",
+    "tensorflow": "tensorflow",
+    "tensorflow-gpu": "tensorflow",
+    "jax": "jax",
+    "jaxlib": "jax",
+}
+FRAMEWORK_ORDER = ("torch", "tensorflow", "jax")
 
 
 class ResolutionError(ValueError):
@@ -582,18 +589,26 @@ def _parse_framework(spec: str, matrix: Matrix) -> _FrameworkSpec:
     name = FRAMEWORK_ALIASES.get(requirement.name.lower())
     if name is None:
         raise ValueError(
-            f"framework {spec!r}: {requirement.name!r} is not one dlstack resolves; accepted: torch, tensorflow"
+            f"framework {spec!r}: {requirement.name!r} is not one dlstack resolves; accepted: torch, tensorflow, jax"
         )
     if local and local.group(1) == "cpu":
         raise ValueError(f"framework {spec!r}: CPU-only builds need no GPU stack; drop the +cpu suffix")
     releases = [r for r in matrix.frameworks[name] if requirement.specifier.contains(r.version, prereleases=True)]
     if not releases:
-        known = ", ".join(str(r.version) for r in reversed(matrix.frameworks[name]))
+        known = ", ".join(dict.fromkeys(str(r.version) for r in reversed(matrix.frameworks[name])))
         raise ValueError(f"framework {spec!r} matches no {name} release dlstack knows; known: {known}")
-    candidates = tuple((r, v) for r in releases for v in r.variants if not local or v.name == local.group(1))
+    # jax[cuda13] / jax[cuda12]: the extra names the variant (torch's is the local version, +cu126)
+    extras = {e for e in requirement.extras if name == "jax" and re.fullmatch(r"cuda\d+", e)}
+    candidates = tuple(
+        (r, v)
+        for r in releases
+        for v in r.variants
+        if (not local or v.name == local.group(1)) and (not extras or v.name in extras)
+    )
     if not candidates:
         variants = sorted({v.name for r in releases for v in r.variants})
-        raise ValueError(f"framework {spec!r}: no {local.group(1)} wheels for it; variants: {', '.join(variants)}")
+        wanted = local.group(1) if local else "/".join(sorted(extras))
+        raise ValueError(f"framework {spec!r}: no {wanted} wheels for it; variants: {', '.join(variants)}")
     return _FrameworkSpec(name, text, candidates)
 
 
@@ -813,6 +828,8 @@ def _gpu_label(inp: _Inputs) -> str:
 def _fw_label(release: FrameworkRelease, variant: Variant) -> str:
     if release.framework == "torch":
         return f"torch {release.version}+{variant.name}"
+    if release.framework == "jax":
+        return f"jax[{variant.name}] {release.version} (CUDA {variant.cuda_name})"
     return f"tensorflow {release.version} (CUDA {variant.cuda_name})"
 
 
@@ -1153,7 +1170,28 @@ def _warnings(inp: _Inputs, s: _State, m: Matrix) -> list[str]:
         )
     if inp.driver_source == "nvidia" and s.driver.branch in s.os.drivers:
         out.append(f"Ubuntu {s.os.version} also packages driver branch {s.driver.name}")
+    out.extend(_jax_warnings(inp, s))
     out.extend(_lifecycle_warnings(s.driver, m, today()))
+    return out
+
+
+def _jax_warnings(inp: _Inputs, s: _State) -> list[str]:
+    """JAX's NVIDIA wheels are floors, not pins; and cuDNN 9.11+ (what pip takes) dropped Maxwell to Volta."""
+    if "jax" not in s.fw:
+        return []
+    release, variant = s.fw["jax"]
+    out = [
+        f"jax[{variant.name}] {release.version} requires cuDNN >= {release.cudnn} and NCCL >= {release.nccl} "
+        "(lower bounds, not pins): pip installs the newest matching NVIDIA wheels"
+    ]
+    if inp.target is not None and inp.target.ccs[0] < (7, 5):
+        out.append(
+            f"cuDNN 9.11 and newer support Turing (7.5) and newer only: for {_gpu_label(inp)} pin "
+            f"nvidia-cudnn-cu{variant.cuda[0]}==9.10.2.21 beside jax[{variant.name}] (9.10.2 is the last for "
+            "Maxwell, Pascal and Volta)"
+        )
+    if len(s.fw) > 1:
+        out.append(f"jax {release.version} brings its own CUDA and cuDNN wheels; install it in a separate environment")
     return out
 
 
@@ -1237,6 +1275,8 @@ def _stack(inp: _Inputs, s: _State, m: Matrix) -> Stack:
         if name == "torch":
             url = None if variant.index == "pypi" else f"https://download.pytorch.org/whl/{variant.name}"
             requirement = f"torch=={release.version}"
+        elif name == "jax":
+            url, requirement = None, f"jax[{variant.name}]=={release.version}"
         else:
             url, requirement = None, f"tensorflow[and-cuda]=={release.version}"
         choices.append(

@@ -84,6 +84,10 @@ EDITS = [
     ),
 ]
 
+EDITS += [
+    ("jax", 'python: ">=3.12,<3.16"', 'python: ">=3.11,<3.16"', "", "jax 0.12.0.1: Python floor is 3.12 on PyPI"),
+]
+
 
 @pytest.mark.parametrize(("name", "old", "new", "after", "says"), EDITS, ids=[f"{e[0]}:{e[1][:24]}" for e in EDITS])
 def test_a_fact_changed_by_hand_is_reported_at_its_file_and_line(
@@ -251,3 +255,28 @@ def test_the_command_exits_1_and_prints_file_and_line_for_each_drift(
     assert main(["data", "check", "--snapshot", str(SNAPSHOT), "--data-dir", str(data)]) == 1
     out = capsys.readouterr().out
     assert f"pytorch.yml:{line}: torch 2.15.0: cuDNN pin is 9.26.0.51 on PyPI, the data says 9.26.0.52" in out
+
+
+def test_a_jax_variant_without_a_plugin_on_pypi_is_reported(tmp_path: Path, snapshot: datacheck.Snapshot) -> None:
+    # jax 0.7.1 declares a cuda13 extra, but PyPI has no jax-cuda13-plugin 0.7.1
+    data, line = _copy_with(
+        tmp_path,
+        "jax",
+        '      cuda12: {cuda: "12.9", archs: *j12_060',
+        '      cuda13: {cuda: "13.0", archs: *j13_072, ptx: "12.0", cudnn: "9.12.0", nccl: "2.27.7"}\n'
+        '      cuda12: {cuda: "12.9", archs: *j12_060',
+        after='versions: ["0.7.1"]',
+    )
+    drifts = [str(d) for d in datacheck.check(datacheck.DataDir(data, "data/"), snapshot)]
+    assert any(
+        d.startswith(f"data/jax.yml:{line}: jax 0.7.1: PyPI has no jax-cuda13-plugin for jax[cuda13]") for d in drifts
+    ), drifts
+
+
+def test_a_jax_variant_pypi_serves_but_the_data_lacks_is_reported(tmp_path: Path, snapshot: datacheck.Snapshot) -> None:
+    data, line = _copy_with(tmp_path, "jax", '      cuda12: {cuda: "12.9"', '      #cuda12: {cuda: "12.9"')
+    variants_line = line - 2  # "    variants:" above cuda13 and the commented-out cuda12
+    drifts = datacheck.check(datacheck.DataDir(data, "data/"), snapshot)
+    assert any(
+        d.line == variants_line and d.message.startswith("jax 0.12.0.1: PyPI serves jax[cuda12]") for d in drifts
+    ), drifts

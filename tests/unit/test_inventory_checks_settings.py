@@ -34,7 +34,7 @@ def envs(*entries: dict[str, Any], **variables: Any) -> list[str]:
 
 def test_role_defaults_are_read_as_written():
     assert DEFAULTS["python_env"]["python_env_envs_dir"] == "/opt/dlstack/envs"
-    assert set(DEFAULTS["python_env"]["python_env_profiles"]) == {"pytorch", "tensorflow", "huggingface"}
+    assert set(DEFAULTS["python_env"]["python_env_profiles"]) == {"pytorch", "tensorflow", "jax", "huggingface"}
 
 
 def test_nothing_set_nothing_reported():
@@ -154,7 +154,7 @@ def test_a_repeated_name_is_reported_once_not_again_as_a_shared_directory():
 def test_an_unknown_profile_gets_a_suggestion():
     assert envs({"name": "a", "profile": "pytroch"}) == [
         f"{ENVS}[0].profile = 'pytroch' is not valid: expected a profile of python_env_profiles: huggingface, "
-        "pytorch, tensorflow (did you mean pytorch?)"
+        "jax, pytorch, tensorflow (did you mean pytorch?)"
     ]
 
 
@@ -179,9 +179,10 @@ def test_python_versions_must_be_quoted_3_x(python):
     )
 
 
-def test_frameworks_are_torch_or_tensorflow():
-    assert envs({"name": "a", "frameworks": ["torch", "jax"]}) == [
-        f"{ENVS}[0].frameworks = ['torch', 'jax'] is not valid: expected a list of torch, tensorflow"
+def test_frameworks_are_torch_tensorflow_or_jax():
+    assert envs({"name": "a", "frameworks": ["torch", "jax"]}) == []
+    assert envs({"name": "a", "frameworks": ["torch", "mxnet"]}) == [
+        f"{ENVS}[0].frameworks = ['torch', 'mxnet'] is not valid: expected a list of torch, tensorflow, jax"
     ]
 
 

@@ -13,7 +13,7 @@ from dlstack import matrix as matrix_module
 from dlstack.data import load
 from dlstack.matrix import MatrixError, load_matrix, parse_cc
 
-FILES = ("gpus", "cuda", "drivers", "cudnn", "nccl", "pytorch", "tensorflow", "ubuntu")
+FILES = ("gpus", "cuda", "drivers", "cudnn", "nccl", "pytorch", "tensorflow", "jax", "ubuntu")
 
 
 def _records(name: str) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -22,7 +22,7 @@ def _records(name: str) -> Iterator[tuple[str, dict[str, Any]]]:
     if name == "gpus":
         yield from ((f"gpus[{g['name']}]", g) for g in data["gpus"])
         yield from ((f"architectures[{k}]", v) for k, v in data["architectures"].items())
-    elif name in ("pytorch", "tensorflow"):
+    elif name in ("pytorch", "tensorflow", "jax"):
         yield from ((f"releases[{i}]", r) for i, r in enumerate(data["releases"]))
     elif name == "drivers":
         yield from ((f"branches[{k}]", v) for k, v in data["branches"].items())

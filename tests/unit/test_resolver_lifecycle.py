@@ -120,3 +120,38 @@ def test_h200_nvl_is_its_own_model_with_its_own_peaks() -> None:
 )
 def test_the_gpus_users_own_are_known_by_their_nvidia_smi_names(gpu: str, cc: str) -> None:
     assert resolve(gpu=gpu, os="24.04").target.gpu.cc == cc  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("torch", ["2.11.0", "2.12.1", "2.13.0", "2.14.1"])
+def test_a_v100_gets_cu126_from_2_11_on(torch: str) -> None:
+    # 2.11's cu128 dropped Volta (pytorch PR #175253); cu13 starts at Turing
+    stack = resolve(gpu="Tesla V100 SXM2", os="24.04", frameworks=[f"torch=={torch}"])
+    assert (stack.frameworks[0].version, stack.frameworks[0].variant) == (torch, "cu126")
+    with pytest.raises(ResolutionError):
+        resolve(gpu="Tesla V100 SXM2", os="24.04", frameworks=[f"torch=={torch}"], cuda="12.8")
+
+
+def test_a_v100_still_gets_cu128_on_2_10() -> None:
+    stack = resolve(gpu="Tesla V100 SXM2", os="24.04", frameworks=["torch==2.10.0"], cuda="12.8")
+    assert stack.frameworks[0].variant == "cu128"
+
+
+@pytest.mark.parametrize("torch", ["2.12.0", "2.12.1"])
+def test_2_12_has_no_cu128_and_ships_cu132(torch: str) -> None:
+    with pytest.raises(ResolutionError, match=rf"torch {torch} wheels exist for cu130 \(CUDA 13.0\), cu132"):
+        resolve(os="24.04", frameworks=[f"torch=={torch}"], cuda="12.8")
+    assert resolve(os="24.04", frameworks=[f"torch=={torch}"], cuda="13.2").frameworks[0].variant == "cu132"
+
+
+def test_cu129_from_2_12_1_and_in_2_13_not_in_2_12_0() -> None:
+    assert resolve(os="24.04", frameworks=["torch==2.12.1"], cuda="12.9").frameworks[0].variant == "cu129"
+    assert resolve(os="24.04", frameworks=["torch==2.13.0"], cuda="12.9").frameworks[0].variant == "cu129"
+    with pytest.raises(ResolutionError):
+        resolve(os="24.04", frameworks=["torch==2.12.0"], cuda="12.9")
+
+
+def test_x86_64_cu13_wheels_carry_no_sm_110() -> None:
+    matrix = load_matrix()
+    torch = next(r for r in matrix.frameworks["torch"] if str(r.version) == "2.15.0")
+    for variant in torch.variants:
+        assert (11, 0) not in variant.archs and (7, 5) in variant.archs
