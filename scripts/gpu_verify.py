@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -144,6 +145,8 @@ class Context:
     # The mode main() chose (choose_mode); None: as the arguments say (--cpu or not).
     cpu: bool | None = None
     mode_reason: str = ""
+    # groups of checks that crashed outside any single check (run_phase): the run is incomplete
+    incomplete: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def cpu_mode(self) -> bool:
@@ -449,11 +452,24 @@ def load_peaks(path: str | None) -> dict[str, dict[str, float]]:
     }
 
 
-def overall(results: Sequence[CheckResult]) -> dict[str, Any]:
-    """Counts per status, overall status and exit code: 1 when a required check failed."""
+# Exit codes: every check passed; a required check failed; bad arguments; the run could not finish (a
+# group of checks crashed: the report says which, and what ran before it).
+EXIT_PASS, EXIT_FAILED, EXIT_USAGE, EXIT_INCOMPLETE = 0, 1, 2, 3
+
+
+def overall(results: Sequence[CheckResult], incomplete: Sequence[str] = ()) -> dict[str, Any]:
+    """Counts per status, overall status and exit code (see EXIT_*)."""
     counts = {status: sum(1 for result in results if result.status == status) for status in STATUSES}
     failed = [result.id for result in results if result.status == FAIL and result.required]
-    return {**counts, "failed": failed, "status": FAIL if failed else PASS, "exit_code": 1 if failed else 0}
+    code = EXIT_INCOMPLETE if incomplete else EXIT_FAILED if failed else EXIT_PASS
+    return {
+        **counts,
+        "failed": failed,
+        "status": FAIL if failed or incomplete else PASS,
+        "complete": not incomplete,
+        "incomplete": list(incomplete),
+        "exit_code": code,
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -491,6 +507,25 @@ def run_check(ctx: Context, check_id: str, category: str, func: Callable[[], Che
             result = CheckResult(check_id, category, FAIL, f"{type(exc).__name__}: {exc}")
     result.duration_s = round(clock.get("seconds", 0.0), 3)
     return ctx.add(result)
+
+
+def run_phase(ctx: Context, phase: str, func: Callable[[Context], None]) -> None:
+    """Run a group of checks; an exception outside its checks (a sticky CUDA error in empty_cache(), a
+    framework that dies on first use) becomes a failed check that names it, and marks the run incomplete."""
+    try:
+        func(ctx)
+    # whatever it is, it goes into the report instead of killing the run
+    except Exception as exc:
+        ctx.incomplete.append(phase)
+        ctx.add(
+            CheckResult(
+                f"{phase}.crashed",
+                phase,
+                FAIL,
+                f"the {phase} checks stopped: {type(exc).__name__}: {exc} (the checks after it did not run)",
+                details={"traceback": traceback.format_exc(limit=6)},
+            )
+        )
 
 
 def skip(check_id: str, category: str, reason: str, required: bool = True) -> CheckResult:
@@ -1395,6 +1430,9 @@ def import_framework(name: str) -> tuple[Any | None, str | None]:
         module = __import__(name)
     except ImportError as exc:
         return None, f"{name} not installed ({exc})" if "No module named" not in str(exc) else f"{name} not installed"
+    # `import torch` can raise OSError or ValueError (a broken CUDA library), TensorFlow TypeError
+    except Exception as exc:
+        return None, f"{name} is installed but failed to import: {type(exc).__name__}: {exc}"
     return module, None
 
 
@@ -1945,7 +1983,7 @@ def build_report(ctx: Context, started: float) -> dict[str, Any]:
         "gpus": [dataclasses.asdict(gpu) for gpu in ctx.gpus],
         "checks": [dataclasses.asdict(result) for result in ctx.results],
         "performance": [dataclasses.asdict(perf) for perf in ctx.perf],
-        "summary": overall(ctx.results),
+        "summary": overall(ctx.results, ctx.incomplete),
     }
 
 
@@ -2016,33 +2054,46 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _system_phase(ctx: Context) -> None:
+    """How the GPU shows itself decides the mode (GPU or CPU checks), then the system checks run."""
+    evidence = gpu_evidence()
+    ctx.cpu, ctx.mode_reason = choose_mode(ctx.args.cpu, ctx.args.expect_gpu, evidence)
+    system_checks(ctx, evidence)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     args = parse_args(argv)
     if args.detect:
         print(json.dumps(detect_report(), indent=2))
         return 0
+    if args.json_out:
+        # a report left from an earlier run must never pass for this one's
+        with contextlib.suppress(OSError):  # absent, or not removable: writing it fails later and says so
+            Path(args.json_out).unlink()
     try:
         ctx = Context(args=args, peaks=load_peaks(args.peaks))
         ctx.min_fraction = parse_min_fractions(args.min_fraction)
     except (OSError, ValueError) as exc:
         print(f"gpu_verify: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     wanted = {name.strip() for name in args.frameworks.split(",") if name.strip()}
     # CUDA's default order is "fastest first"; PCI order makes framework indices match nvidia-smi's.
     os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
-    evidence = gpu_evidence()
-    ctx.cpu, ctx.mode_reason = choose_mode(args.cpu, args.expect_gpu, evidence)
-    system_checks(ctx, evidence)
-    hardware_checks(ctx)
+    run_phase(ctx, "system", _system_phase)
+    run_phase(ctx, "hardware", hardware_checks)
     if "torch" in wanted:
-        torch_checks(ctx)
+        run_phase(ctx, "torch", torch_checks)
     if "tensorflow" in wanted:
-        tensorflow_checks(ctx)
+        run_phase(ctx, "tensorflow", tensorflow_checks)
     report = build_report(ctx, started)
     if args.json_out:
-        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json_out).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        try:
+            Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.json_out).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        except OSError as exc:
+            print(f"gpu_verify: error: cannot write the report {args.json_out}: {exc}", file=sys.stderr)
+            return EXIT_INCOMPLETE
     if args.json:
         print(json.dumps(report, indent=2))
     else:
