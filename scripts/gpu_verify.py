@@ -650,6 +650,63 @@ def cuda_driver_api() -> tuple[int | None, int | None]:
     return int(init), int(version.value)
 
 
+# CUresult codes of cuInit (CUDA driver API reference, "Error Handling") and what usually causes them.
+CU_RESULT_ADVICE: dict[int, tuple[str, str]] = {
+    3: ("CUDA_ERROR_NOT_INITIALIZED", "the driver could not initialise: check `dmesg` for NVRM errors"),
+    46: (
+        "CUDA_ERROR_DEVICES_UNAVAILABLE",
+        "every GPU is busy or in exclusive-process compute mode: see `nvidia-smi -q -d COMPUTE`",
+    ),
+    100: (
+        "CUDA_ERROR_NO_DEVICE",
+        "no GPU is visible: in a container run it with `--gpus all` (NVIDIA Container Toolkit); check that "
+        "CUDA_VISIBLE_DEVICES is not empty or -1",
+    ),
+    304: ("CUDA_ERROR_OPERATING_SYSTEM", "the OS refused the driver: check `dmesg`, SELinux/AppArmor and /dev/nvidia*"),
+    802: (
+        "CUDA_ERROR_SYSTEM_NOT_READY",
+        "on an NVSwitch system (HGX) Fabric Manager is not running or the fabric is not ready: "
+        "`systemctl status nvidia-fabricmanager` and its log",
+    ),
+    803: (
+        "CUDA_ERROR_SYSTEM_DRIVER_MISMATCH",
+        "the loaded kernel module and libcuda are different versions (a driver update without a reboot): reboot",
+    ),
+    804: (
+        "CUDA_ERROR_COMPAT_NOT_SUPPORTED_ON_DEVICE",
+        "CUDA forward compatibility (cuda-compat) works on data-center GPUs only: take cuda-compat off LD_LIBRARY_PATH",
+    ),
+    999: (
+        "CUDA_ERROR_UNKNOWN",
+        "often the nvidia_uvm module is not loaded (`modprobe nvidia-uvm`, or run `nvidia-modprobe -u -c=0`), or "
+        "the driver was updated without a reboot",
+    ),
+}
+
+
+def cu_result_text(code: int) -> str:
+    """``999`` -> ``"CUresult 999 (CUDA_ERROR_UNKNOWN): <what usually causes it>"``."""
+    name, advice = CU_RESULT_ADVICE.get(code, ("", ""))
+    return f"CUresult {code} ({name}): {advice}" if name else f"CUresult {code}"
+
+
+def why_no_cuda(torch_cuda: str | None, driver_cuda: str | None, visible: str | None) -> str:
+    """The likely reason torch.cuda.is_available() is False, from what the script already knows."""
+    if visible is not None and visible.strip() in ("", "-1"):
+        return f"CUDA_VISIBLE_DEVICES={visible!r} hides every GPU"
+    if not torch_cuda:
+        return "this torch is a CPU-only build: install a CUDA build (the resolver's variant)"
+    if not driver_cuda:
+        return "libcuda.so.1 is missing: the NVIDIA driver's user-space library is not installed or not mounted"
+    wheel, driver = (tuple(int(x) for x in v.split(".")[:2]) for v in (torch_cuda, driver_cuda))
+    if wheel[0] > driver[0]:
+        return (
+            f"torch is built for CUDA {torch_cuda}, the driver runs CUDA {driver_cuda} at most: a CUDA {wheel[0]} "
+            f"build needs a driver for CUDA {wheel[0]}; upgrade the driver or install a build for CUDA {driver[0]}"
+        )
+    return "see system.cuda_driver and system.driver_state for the driver's side"
+
+
 def check_cuda_driver(ctx: Context) -> CheckResult:
     init, version = cuda_driver_api()
     if version is None:
@@ -662,7 +719,7 @@ def check_cuda_driver(ctx: Context) -> CheckResult:
             "system.cuda_driver",
             "system",
             FAIL,
-            f"cuInit failed with CUresult {init} (CUDA driver API {details['cuda_driver_version']})",
+            f"cuInit failed with {cu_result_text(init)} (CUDA driver API {details['cuda_driver_version']})",
             details=details,
         )
     return CheckResult(
@@ -1593,11 +1650,15 @@ def check_torch_cudnn(ctx: Context, torch: Any, device: str) -> CheckResult:
 def check_torch_sees_gpus(ctx: Context, torch: Any) -> CheckResult:
     expected = expected_gpu_count(ctx)
     if not torch.cuda.is_available():
+        _init, version = cuda_driver_api()
+        driver_cuda = cuda_version_string(version) if version else None
+        reason = why_no_cuda(torch.version.cuda, driver_cuda, os.environ.get("CUDA_VISIBLE_DEVICES"))
         return CheckResult(
             "torch.gpus",
             "framework",
             FAIL,
-            f"torch.cuda.is_available() is False (torch {torch.__version__}, CUDA {torch.version.cuda})",
+            f"torch.cuda.is_available() is False (torch {torch.__version__}, CUDA {torch.version.cuda}): {reason}",
+            details={"torch_cuda": torch.version.cuda, "driver_cuda": driver_cuda},
         )
     seen = torch.cuda.device_count()
     names = [torch.cuda.get_device_name(index) for index in range(seen)]

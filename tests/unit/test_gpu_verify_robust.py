@@ -80,3 +80,62 @@ def test_exit_codes_are_distinct() -> None:
     assert gv.overall([fail])["exit_code"] == gv.EXIT_FAILED
     assert gv.overall([fail], ["torch"])["exit_code"] == gv.EXIT_INCOMPLETE
     assert gv.overall([gv.CheckResult("x", "system", gv.PASS, "ok")])["exit_code"] == gv.EXIT_PASS
+
+
+@pytest.mark.parametrize(
+    ("code", "says"),
+    [
+        (802, "CUDA_ERROR_SYSTEM_NOT_READY): on an NVSwitch system (HGX) Fabric Manager is not running"),
+        (100, "CUDA_ERROR_NO_DEVICE): no GPU is visible: in a container run it with `--gpus all`"),
+        (999, "CUDA_ERROR_UNKNOWN): often the nvidia_uvm module is not loaded"),
+        (803, "CUDA_ERROR_SYSTEM_DRIVER_MISMATCH): the loaded kernel module and libcuda are different versions"),
+    ],
+)
+def test_cuinit_failures_come_with_their_name_and_a_fix(code: int, says: str) -> None:
+    assert gv.cu_result_text(code).startswith(f"CUresult {code} (")
+    assert says in gv.cu_result_text(code)
+    assert gv.cu_result_text(12345) == "CUresult 12345"
+
+
+def test_cuinit_advice_reaches_the_check(monkeypatch) -> None:
+    monkeypatch.setattr(gv, "cuda_driver_api", lambda: (802, 12090))
+    monkeypatch.setattr(gv, "smi_cuda_version", lambda: "12.9")
+    result = gv.check_cuda_driver(None)
+    assert result.status == gv.FAIL
+    assert "Fabric Manager" in result.message and "CUDA driver API 12.9" in result.message
+
+
+@pytest.mark.parametrize(
+    ("torch_cuda", "driver_cuda", "visible", "says"),
+    [
+        ("13.0", "12.8", None, "torch is built for CUDA 13.0, the driver runs CUDA 12.8 at most"),
+        ("12.8", "12.8", "", "CUDA_VISIBLE_DEVICES='' hides every GPU"),
+        ("12.8", "12.8", "-1", "CUDA_VISIBLE_DEVICES='-1' hides every GPU"),
+        (None, "13.0", None, "CPU-only build"),
+        ("13.0", None, None, "libcuda.so.1 is missing"),
+        ("12.8", "13.0", None, "see system.cuda_driver"),
+    ],
+)
+def test_torch_without_cuda_says_why(torch_cuda, driver_cuda, visible, says) -> None:
+    assert says in gv.why_no_cuda(torch_cuda, driver_cuda, visible)
+
+
+def test_the_torch_check_names_a_driver_too_old_for_the_wheel(monkeypatch) -> None:
+    class FakeCuda:
+        @staticmethod
+        def is_available() -> bool:
+            return False
+
+    class FakeTorch:
+        __version__ = "2.15.0"
+        cuda = FakeCuda()
+
+        class version:  # noqa: N801 - mirrors torch.version
+            cuda = "13.2"
+
+    monkeypatch.setattr(gv, "cuda_driver_api", lambda: (0, 12080))
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    ctx = gv.Context(args=gv.parse_args([]))
+    result = gv.check_torch_sees_gpus(ctx, FakeTorch())
+    assert result.status == gv.FAIL
+    assert "torch is built for CUDA 13.2, the driver runs CUDA 12.8 at most" in result.message
