@@ -1860,13 +1860,19 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def nccl_worker(rank: int, world_size: int, port: int, nbytes: int, out_path: str) -> None:
+def nccl_worker(rank: int, world_size: int, port: int, nbytes: int, out_path: str, timeout_s: float = 120.0) -> None:
     """One rank of the all-reduce benchmark (module level: torch.multiprocessing.spawn pickles it)."""
     import torch
     import torch.distributed as dist
 
     torch.cuda.set_device(rank)
-    dist.init_process_group("nccl", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
+    dist.init_process_group(
+        "nccl",
+        init_method=f"tcp://127.0.0.1:{port}",
+        rank=rank,
+        world_size=world_size,
+        timeout=datetime.timedelta(seconds=timeout_s),
+    )
     try:
         tensor = torch.full((nbytes // 4,), float(rank + 1), device=f"cuda:{rank}")
         dist.all_reduce(tensor)
@@ -1887,6 +1893,61 @@ def nccl_worker(rank: int, world_size: int, port: int, nbytes: int, out_path: st
         dist.destroy_process_group()
 
 
+def shm_bytes(path: str = "/dev/shm") -> int | None:  # noqa: S108 - only its size is read, nothing is written
+    """Size of the shared-memory file system NCCL's intra-node transport uses (None: not there)."""
+    try:
+        stat = os.statvfs(path)
+    except OSError:
+        return None
+    return stat.f_blocks * stat.f_frsize
+
+
+# Below this, NCCL's shared-memory transport fails ("unhandled system error"): Docker's default is 64 MB.
+NCCL_SHM_MIN_BYTES = 1 << 30
+
+
+def nccl_advice(text: str, shm: int | None) -> str:
+    """What to try when the all-reduce failed or hung, from its message and the host."""
+    advice = []
+    if shm is not None and shm < NCCL_SHM_MIN_BYTES:
+        advice.append(
+            f"/dev/shm is {shm >> 20} MiB, too small for NCCL: run the container with --ipc=host or "  # noqa: S108 - a message
+            "--shm-size=8g"
+        )
+    if "timed out" in text or "did not finish" in text:
+        advice.append(
+            "peer-to-peer traffic may be blocked (PCIe ACS or the IOMMU): see `nvidia-smi topo -m`, try "
+            "NCCL_P2P_DISABLE=1 to confirm, and disable ACS on the PCIe switches"
+        )
+    if "unhandled system error" in text and not advice:
+        advice.append("rerun with NCCL_DEBUG=INFO for the cause (often shared memory, sockets or a missing device)")
+    return "; ".join(advice)
+
+
+def run_nccl_ranks(torch: Any, count: int, nbytes: int, out_path: str, timeout: float) -> str | None:
+    """Run one rank per GPU under a watchdog; None when they finished, else what went wrong and what to try."""
+    shm = shm_bytes()
+    try:
+        context = torch.multiprocessing.start_processes(
+            nccl_worker, args=(count, _free_port(), nbytes, out_path, timeout), nprocs=count, join=False,
+            start_method="spawn",
+        )  # fmt: skip
+        deadline = time.monotonic() + timeout + 30  # the ranks' own timeout first; then the watchdog
+        while not context.join(timeout=1):
+            if time.monotonic() > deadline:
+                for process in context.processes:
+                    process.kill()
+                text = f"the all-reduce did not finish in {timeout + 30:g} s; its processes were killed"
+                advice = nccl_advice(text, shm)
+                return f"{text}{': ' + advice if advice else ''}"
+    except Exception as exc:
+        lines = [line for line in str(exc).splitlines() if line.strip()]
+        text = f"the all-reduce failed: {type(exc).__name__}: {lines[-1] if lines else ''}"
+        advice = nccl_advice(str(exc), shm)
+        return f"{text}{' (' + advice + ')' if advice else ''}"
+    return None
+
+
 def check_nccl(ctx: Context, torch: Any) -> CheckResult:
     count = torch.cuda.device_count()
     if count < 2:
@@ -1896,9 +1957,12 @@ def check_nccl(ctx: Context, torch: Any) -> CheckResult:
     if not dist.is_available() or not dist.is_nccl_available():
         return CheckResult("perf.nccl_allreduce", "performance", FAIL, "torch.distributed with NCCL is not available")
     nbytes = 256 << 20
+    timeout = float(ctx.args.nccl_timeout_s)
     with tempfile.TemporaryDirectory() as tmp:
         out_path = str(Path(tmp) / "nccl.json")
-        torch.multiprocessing.spawn(nccl_worker, args=(count, _free_port(), nbytes, out_path), nprocs=count, join=True)
+        problem = run_nccl_ranks(torch, count, nbytes, out_path, timeout)
+        if problem:
+            return CheckResult("perf.nccl_allreduce", "performance", FAIL, problem, details={"world_size": count})
         result = json.loads(Path(out_path).read_text(encoding="utf-8"))
     busbw = allreduce_busbw_gbs(nbytes, result["seconds"], count)
     ctx.perf.append(PerfResult(-1, f"{count} GPUs", "nccl_allreduce_busbw", round(busbw, 2), "GB/s"))
@@ -2108,6 +2172,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="minimum fraction of peak, KEY in " + ", ".join(DEFAULT_MIN_FRACTION) + " (repeatable)",
     )
     parser.add_argument("--min-nccl-busbw-gbs", type=float, default=0.0, help="minimum all-reduce bus bandwidth")
+    parser.add_argument(
+        "--nccl-timeout-s",
+        type=float,
+        default=120.0,
+        help="NCCL's own timeout per rank; a watchdog kills the ranks 30 s after it (default 120)",
+    )
     parser.add_argument("--matmul-size", type=int, default=8192, help="n of the n x n matmul (default 8192)")
     parser.add_argument("--train-steps", type=int, default=200, help="LeNet-5 steps per GPU (CPU: at most 60)")
     parser.add_argument("--skip-perf", action="store_true", help="skip the performance checks")

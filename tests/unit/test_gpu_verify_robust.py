@@ -139,3 +139,66 @@ def test_the_torch_check_names_a_driver_too_old_for_the_wheel(monkeypatch) -> No
     result = gv.check_torch_sees_gpus(ctx, FakeTorch())
     assert result.status == gv.FAIL
     assert "torch is built for CUDA 13.2, the driver runs CUDA 12.8 at most" in result.message
+
+
+class _FakeProcess:
+    def __init__(self) -> None:
+        self.killed = False
+
+    def kill(self) -> None:
+        self.killed = True
+
+
+class _HangingRanks:
+    """torch.multiprocessing's ProcessContext for ranks that never finish (P2P blocked by PCIe ACS)."""
+
+    def __init__(self) -> None:
+        self.processes = [_FakeProcess(), _FakeProcess()]
+
+    def join(self, timeout: float | None = None) -> bool:
+        return False
+
+
+def _fake_torch(context_or_error):
+    class Multiprocessing:
+        @staticmethod
+        def start_processes(fn, args, nprocs, join, start_method):
+            assert (nprocs, join, start_method) == (2, False, "spawn")
+            assert args[-1] == 0.0, "the ranks get the timeout for init_process_group"
+            if isinstance(context_or_error, Exception):
+                raise context_or_error
+            return context_or_error
+
+    class Torch:
+        multiprocessing = Multiprocessing()
+
+    return Torch()
+
+
+def test_hanging_ranks_are_killed_and_the_check_says_why(monkeypatch) -> None:
+    ranks = _HangingRanks()
+    clock = iter([0.0, 10.0, 31.0, 32.0])
+    monkeypatch.setattr(gv.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(gv, "shm_bytes", lambda: 64 << 20)
+    problem = gv.run_nccl_ranks(_fake_torch(ranks), 2, 1 << 20, "/nonexistent/out.json", 0.0)
+    assert problem is not None and problem.startswith("the all-reduce did not finish in 30 s")
+    assert all(process.killed for process in ranks.processes)
+    assert "/dev/shm is 64 MiB, too small for NCCL: run the container with --ipc=host" in problem
+    assert "PCIe ACS" in problem and "NCCL_P2P_DISABLE=1" in problem
+
+
+def test_a_failed_rank_is_reported_with_its_last_line_and_advice(monkeypatch) -> None:
+    monkeypatch.setattr(gv, "shm_bytes", lambda: 64 << 20)
+    error = RuntimeError(
+        "-- Process 1 terminated with the following error:\nncclUnhandledCudaError: unhandled system error"
+    )
+    problem = gv.run_nccl_ranks(_fake_torch(error), 2, 1 << 20, "/nonexistent/out.json", 0.0)
+    assert problem == (
+        "the all-reduce failed: RuntimeError: ncclUnhandledCudaError: unhandled system error (/dev/shm is 64 MiB, "
+        "too small for NCCL: run the container with --ipc=host or --shm-size=8g)"
+    )
+
+
+def test_nccl_timeout_is_an_option() -> None:
+    assert gv.parse_args([]).nccl_timeout_s == 120.0
+    assert gv.parse_args(["--nccl-timeout-s", "30"]).nccl_timeout_s == 30.0
