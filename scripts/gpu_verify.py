@@ -754,6 +754,147 @@ def check_gpu_health(ctx: Context, gpu: GPUInfo) -> CheckResult:
 
 
 # --------------------------------------------------------------------------------------------
+# health: ECC, row remapping, Xid errors (what fleet operators drain a node for)
+# --------------------------------------------------------------------------------------------
+
+HEALTH_FIELDS = (
+    "index",
+    "pci.bus_id",
+    "ecc.errors.uncorrected.volatile.total",
+    "ecc.errors.uncorrected.aggregate.total",
+    "remapped_rows.pending",
+    "remapped_rows.failure",
+)
+# Xid codes that mean the GPU or its memory/links are unhealthy (NVIDIA's Xid catalog), with the fix;
+# the others (13, 31, 43, 45, ...) are usually an application's fault and only warn.
+XID_ADVICE: dict[int, str] = {
+    48: "double-bit ECC error: drain the node, reset the GPU (nvidia-smi -r) or reboot; RMA if it returns",
+    61: "internal micro-controller breakpoint: reset the GPU or reboot; update the driver if it returns",
+    62: "internal micro-controller halt: reset the GPU or reboot; update the driver if it returns",
+    63: "ECC page retirement or row remapping recorded: reset the GPU or reboot to apply it",
+    64: "ECC page retirement or row remapping failed: the GPU needs replacement (RMA)",
+    74: "NVLink error: check the NVLink bridges or baseboard and Fabric Manager; reset the GPUs",
+    79: "the GPU has fallen off the bus: check power and PCIe seating, then reboot",
+    92: "high single-bit ECC error rate: watch the counts; RMA if they keep rising",
+    94: "contained ECC error: reset the GPU (the affected application was stopped)",
+    95: "uncontained ECC error: drain the node and reset the GPU or reboot",
+    119: "GSP firmware timed out: reset the GPU or reboot; update the driver if it returns",
+    120: "GSP firmware error: reset the GPU or reboot; update the driver if it returns",
+}
+_XID_RE = re.compile(r"NVRM: Xid \(PCI:(?P<bus>[0-9a-fA-F:.]+)\): (?P<xid>\d+)\b(?P<rest>.*)")
+
+
+def parse_health_csv(text: str) -> dict[int, dict[str, Any]]:
+    """``nvidia-smi --query-gpu=<HEALTH_FIELDS>`` rows by GPU index (None where the GPU says N/A)."""
+    rows = {}
+    for row in parse_query_csv(text, list(HEALTH_FIELDS)):
+        rows[int(row["index"])] = row
+    return rows
+
+
+def parse_xids(log: str) -> list[dict[str, Any]]:
+    """Xid events in a kernel log: ``NVRM: Xid (PCI:0000:3b:00): 79, pid=..., GPU has fallen off the bus.``"""
+    events = []
+    for line in log.splitlines():
+        match = _XID_RE.search(line)
+        if match:
+            events.append(
+                {"bus": match.group("bus").lower(), "xid": int(match.group("xid")), "text": line.strip()[-200:]}
+            )
+    return events
+
+
+def _same_bus(xid_bus: str, smi_bus: str | None) -> bool:
+    """Xid lines name ``0000:3b:00``; nvidia-smi ``00000000:3B:00.0``: compare domain-less bus:device."""
+    if not smi_bus:
+        return False
+    tail = lambda bus: ":".join(bus.lower().split(".")[0].split(":")[-2:])  # noqa: E731 - a one-line normaliser
+    return tail(xid_bus) == tail(smi_bus)
+
+
+def health_findings(row: dict[str, Any], xids: Sequence[dict[str, Any]]) -> tuple[list[str], list[str]]:
+    """(failures, warnings) for one GPU: each names the signal and the fix."""
+    failures, warnings = [], []
+    volatile = _as_int(row.get("ecc.errors.uncorrected.volatile.total"))
+    aggregate = _as_int(row.get("ecc.errors.uncorrected.aggregate.total"))
+    if volatile:
+        failures.append(
+            f"{volatile} uncorrectable ECC error(s) since the driver loaded: drain the node and reset the GPU "
+            "(nvidia-smi -r) or reboot; RMA if they return"
+        )
+    elif aggregate:
+        warnings.append(f"{aggregate} uncorrectable ECC error(s) in the GPU's lifetime (none since the driver loaded)")
+    if str(row.get("remapped_rows.failure") or "").lower() == "yes":
+        failures.append("row remapping failed: the GPU needs replacement (RMA)")
+    if str(row.get("remapped_rows.pending") or "").lower() == "yes":
+        failures.append("a row remapping is pending: reset the GPU (nvidia-smi -r) or reboot to apply it")
+    for code in sorted({event["xid"] for event in xids}):
+        count = sum(1 for event in xids if event["xid"] == code)
+        if code in XID_ADVICE:
+            failures.append(f"Xid {code} seen {count} time(s) since boot: {XID_ADVICE[code]}")
+        else:
+            warnings.append(f"Xid {code} seen {count} time(s) since boot (usually an application error)")
+    return failures, warnings
+
+
+def _as_int(value: Any) -> int | None:
+    try:
+        return int(str(value).strip())
+    except (TypeError, ValueError):
+        return None
+
+
+def kernel_log() -> tuple[str | None, str]:
+    """This boot's kernel log (journalctl -k, else dmesg); (None, why) when it cannot be read."""
+    for argv in (["journalctl", "-k", "-b", "--no-pager", "-o", "cat"], ["dmesg"]):
+        code, out, _err = run_command(argv, timeout=30)
+        if code == 0 and out.strip():
+            return out, " ".join(argv[:2])
+    return None, "neither `journalctl -k` nor `dmesg` could be read (run as root, or see kernel.dmesg_restrict)"
+
+
+def health_checks(ctx: Context) -> None:
+    """One health check per GPU: ECC and row remapping from nvidia-smi, Xid errors from the kernel log."""
+    if ctx.cpu_mode or not ctx.gpus:
+        return
+    code, out, _err = run_command(
+        ["nvidia-smi", f"--query-gpu={','.join(HEALTH_FIELDS)}", "--format=csv,noheader,nounits"]
+    )
+    rows = parse_health_csv(out) if code == 0 else {}
+    log, source = kernel_log()
+    xids = parse_xids(log) if log else []
+    for gpu in ctx.gpus:
+        run_check(ctx, f"health.gpu[{gpu.index}]", "health", lambda gpu=gpu: check_health(gpu, rows, xids, source, log))
+
+
+def check_health(
+    gpu: GPUInfo, rows: dict[int, dict[str, Any]], xids: Sequence[dict[str, Any]], source: str, log: str | None
+) -> CheckResult:
+    row = rows.get(gpu.index, {})
+    mine = [event for event in xids if _same_bus(event["bus"], row.get("pci.bus_id"))]
+    failures, warnings = health_findings(row, mine)
+    if log is None:
+        warnings.append(f"Xid errors not checked: {source}")
+    label = f"GPU {gpu.index} {gpu.name} ({row.get('pci.bus_id') or 'bus unknown'})"
+    details = {"nvidia_smi": row, "xids": mine, "kernel_log": source if log is not None else None}
+    if failures:
+        return CheckResult(
+            f"health.gpu[{gpu.index}]", "health", FAIL, f"{label}: {'; '.join(failures)}", details=details
+        )
+    if warnings:
+        return CheckResult(
+            f"health.gpu[{gpu.index}]", "health", WARN, f"{label}: {'; '.join(warnings)}", details=details
+        )
+    return CheckResult(
+        f"health.gpu[{gpu.index}]",
+        "health",
+        PASS,
+        f"{label}: no ECC errors, no pending row remaps, no Xid",
+        details=details,
+    )
+
+
+# --------------------------------------------------------------------------------------------
 # driver state: why there is no working GPU (gathered in one place, judged by a pure function)
 # --------------------------------------------------------------------------------------------
 
@@ -2212,6 +2353,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # CUDA's default order is "fastest first"; PCI order makes framework indices match nvidia-smi's.
     os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
     run_phase(ctx, "system", _system_phase)
+    run_phase(ctx, "health", health_checks)
     run_phase(ctx, "hardware", hardware_checks)
     if "torch" in wanted:
         run_phase(ctx, "torch", torch_checks)
