@@ -29,6 +29,9 @@ description:
     that the archive serves (its kernel image comes with it), so that the host has one kernel with a
     working module. The
     dlstack-nvidia-boot-guard (installed by the role) then keeps GRUB on that kernel.
+  - When the running kernel's module package was built for another version of the driver (a release
+    kernel's, for the release pocket's driver), apt cannot install both; the module then installs the
+    driver with the meta alone, which brings the newest kernel and its modules.
   - Never installs a DKMS package. Supports check mode (reports what is missing).
 options:
   driver:
@@ -162,6 +165,19 @@ class Plan:
     possible: bool = True
 
 
+_UNSATISFIABLE = ("unmet dependencies", "unable to satisfy dependencies", "not going to be installed")
+
+
+def blocks_the_driver(apt_output: str, package: str) -> bool:
+    """Whether apt refused the set because of ``package`` (its modules are built for another driver version).
+
+    apt 2 prints "The following packages have unmet dependencies: ... but it is not going to be installed",
+    apt 3 "Unable to satisfy dependencies. Reached two conflicting assignments"; either names the package.
+    """
+    text = apt_output.lower()
+    return package in apt_output and any(marker in text for marker in _UNSATISFIABLE)
+
+
 def first_plan(driver: Sequence[str], meta: str, running: str, listed: set[str]) -> Plan:
     """Driver + meta + the running kernel's modules, each when the index lists it."""
     plan = Plan(list(driver))
@@ -284,6 +300,17 @@ def converge(params: dict, runner: Runner, check_mode: bool) -> Result:
             result.unavailable = sorted(unavailable)
             return result
         failed = unavailable_packages(out)
+        running = prefix + kernel
+        if not failed and running in plan.wanted and meta in plan.wanted and blocks_the_driver(out, running):
+            # e.g. a release kernel whose module package was built for the release pocket's driver: the
+            # meta brings the modules of the newest kernel instead, and the host boots that kernel
+            plan = Plan([p for p in plan.wanted if p != running])
+            result.messages.append(
+                f"{running} (the running kernel's modules) is built for another version of the driver than "
+                f"the one being installed; installing the driver with {meta}, which brings the newest "
+                "kernel and its modules: the host runs NVIDIA's module after booting that kernel"
+            )
+            continue
         if not failed or failed <= unavailable:
             result.failed = f"apt-get install {' '.join(plan.wanted)} failed:\n{out.strip()[-2000:]}"
             return result

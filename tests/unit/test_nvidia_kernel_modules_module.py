@@ -185,3 +185,34 @@ def test_nothing_servable_fails_with_the_packages_named(kernel):
     assert PREFIX + "6.8.0-149-generic" in result.failed
     assert "DKMS" in result.failed
     assert not set(DRIVER) & apt.installed
+
+
+RECORDED_CONFLICT = (
+    ROOT / "tests" / "fixtures" / "apt" / "resolute-release-kernel-modules-for-an-older-driver.txt"
+).read_text()
+
+
+def test_recorded_apt_3_conflict_names_the_running_kernels_package():
+    running = "linux-modules-nvidia-595-server-open-7.0.0-14-generic"
+    assert mod.blocks_the_driver(RECORDED_CONFLICT, running)
+    assert not mod.blocks_the_driver(RECORDED_CONFLICT, "linux-modules-nvidia-595-server-open-7.0.0-99-generic")
+    assert not mod.blocks_the_driver("E: Unable to correct problems, you have held broken packages.", running)
+
+
+def test_a_release_kernel_whose_modules_need_an_older_driver_gets_the_newest_kernels_modules():
+    # Ubuntu 26.04: 7.0.0-14's module package pins the release pocket's driver; -updates has a newer one
+    apt = noble_archive(missing=(), installed=("linux-image-6.8.0-31-generic",))
+    stale = PREFIX + "6.8.0-31-generic"
+    apt.listed.add(stale)
+
+    def conflicting(argv):
+        if argv[:2] == ["apt-get", "install"] and stale in argv:
+            apt.runs.append([a for a in argv[2:] if not a.startswith("-") and "=" not in a])
+            return 100, RECORDED_CONFLICT.replace("linux-modules-nvidia-595-server-open-7.0.0-14-generic", stale)
+        return apt(argv)
+
+    result = mod.converge(params(), conflicting, check_mode=False)
+    assert not result.failed, result.failed
+    assert apt.runs == [[*DRIVER, META, stale], [*DRIVER, META]]
+    assert {META, PREFIX + "6.8.0-151-generic", "linux-image-6.8.0-151-generic"} <= apt.installed
+    assert any("built for another version of the driver" in m for m in result.messages)
