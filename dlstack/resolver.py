@@ -1362,9 +1362,12 @@ def _explain(inp: _Inputs, m: Matrix) -> str:
         lines.extend(f"  - {msg}" for msg in dict.fromkeys(nearest[1]))
     fixes = []
     for key, label in _given(inp):
-        found = _Search(_without(inp, key, m), m, max_violations=0).run()
-        if found:
-            fixes.append(f"  - without {label}: {_describe(key, _stack(_without(inp, key, m), found[0], m))} fits")
+        # the same preference as resolve(): a supported long-term support or production branch first
+        for attempt in _preference_passes(_without(inp, key, m), today()):
+            found = _Search(attempt, m, max_violations=0).run()
+            if found:
+                fixes.append(f"  - without {label}: {_describe(key, _stack(attempt, found[0], m))} fits")
+                break
     if fixes:
         lines.append("what would satisfy it (changing one input, keeping the others):")
         lines.extend(fixes)
