@@ -10,7 +10,6 @@ kernels where the module is rejected or finds no GPU for real.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -18,9 +17,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
+from gpu_verify_script import SCRIPT, gv
 
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "scripts" / "gpu_verify.py"
 KERNEL = "6.8.0-45-generic"
 
 MODPROBE_REJECTED = "modprobe: ERROR: could not insert 'nvidia': Key was rejected by service"
@@ -28,18 +27,6 @@ MODPROBE_NO_DEVICE = "modprobe: ERROR: could not insert 'nvidia': No such device
 MODPROBE_NOT_FOUND = f"modprobe: FATAL: Module nvidia not found in directory /lib/modules/{KERNEL}"
 CANONICAL = "Canonical Ltd. Kernel Module Signing"
 
-
-def load_gpu_verify():
-    """scripts/gpu_verify.py is a standalone script, not a package module: import it by path."""
-    if "gpu_verify" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("gpu_verify", SCRIPT)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["gpu_verify"] = module  # dataclasses look their module up while classes are built
-        spec.loader.exec_module(module)
-    return sys.modules["gpu_verify"]
-
-
-gv = load_gpu_verify()
 
 GPU = gv.PciDevice(address="0000:01:00.0", pci_class="0x030200", device_id="0x2330", driver="nvidia")
 UNBOUND_GPU = gv.PciDevice(address="0000:01:00.0", pci_class="0x030000", device_id="0x2204")

@@ -9,24 +9,7 @@ proves: that the driver really reports these counters and events as recorded her
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "gpu_verify.py"
-
-
-def _load_gpu_verify():
-    """The standalone script, imported by path (shared with the other gpu_verify tests via sys.modules)."""
-    if "gpu_verify" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("gpu_verify", SCRIPT)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["gpu_verify"] = module  # dataclasses look their module up while classes are built
-        spec.loader.exec_module(module)
-    return sys.modules["gpu_verify"]
-
-
-gv = _load_gpu_verify()
+from gpu_verify_script import gv
 
 SMI_HEALTHY_AND_SICK = "0, 00000000:18:00.0, 0, 0, No, No\n1, 00000000:3B:00.0, 2, 5, Yes, No\n"
 SMI_GEFORCE = "0, 00000000:01:00.0, [N/A], [N/A], [N/A], [N/A]\n"

@@ -2,27 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
+from gpu_verify_script import gv
 
 ROOT = Path(__file__).resolve().parents[2]
 SMI = ROOT / "tests" / "fixtures" / "nvidia_smi"
-
-
-def load_gpu_verify():
-    """scripts/gpu_verify.py is a standalone script, not a package module: import it by path."""
-    if "gpu_verify" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("gpu_verify", ROOT / "scripts" / "gpu_verify.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["gpu_verify"] = module  # dataclasses look their module up while classes are built
-        spec.loader.exec_module(module)
-    return sys.modules["gpu_verify"]
-
-
-gv = load_gpu_verify()
 
 
 def read(name: str) -> str:

@@ -5,27 +5,12 @@ Exit codes: 0 every check passed, 1 a required check failed, 2 bad arguments, 3 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
 
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "gpu_verify.py"
-
-
-def _load_gpu_verify():
-    """The standalone script, imported by path (shared with the other gpu_verify tests via sys.modules)."""
-    if "gpu_verify" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("gpu_verify", SCRIPT)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["gpu_verify"] = module  # dataclasses look their module up while classes are built
-        spec.loader.exec_module(module)
-    return sys.modules["gpu_verify"]
-
-
-gv = _load_gpu_verify()
+from gpu_verify_script import gv
 
 
 def test_a_framework_that_raises_on_import_is_reported_with_the_cause(tmp_path: Path, monkeypatch) -> None:
