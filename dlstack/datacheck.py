@@ -46,6 +46,8 @@ from dlstack.archive import (
     read_suite,
 )
 from dlstack.data import DATA_DIR
+from dlstack.matrix import UBUNTU_FLAVOURS, _pci_sets, _Where, driver_package, flavour_suffix, parse_pci_ranges
+from dlstack.nvidia import upstream_version
 
 PYPI = "https://pypi.org/pypi"
 # The driver packages whose presence and flavours ubuntu.yml records, and Fabric Manager.
@@ -53,8 +55,6 @@ _DRIVER_PACKAGE = re.compile(
     r"^(?:nvidia-driver|nvidia-headless-no-dkms|nvidia-headless|nvidia-utils|libnvidia-compute|nvidia-fabricmanager)"
     r"-(?P<branch>\d{3})(?P<rest>(?:-server)?(?:-open)?)$"
 )
-# ubuntu.yml's flavour names and the package suffix each stands for.
-FLAVOUR_SUFFIX = {"proprietary": "", "open": "-open", "server": "-server", "server-open": "-server-open"}
 # Packages the nvidia_driver role may install for a flavour (each must be real for the flavour to count).
 _ROLE_PACKAGES = ("nvidia-driver", "nvidia-headless", "nvidia-headless-no-dkms", "nvidia-utils", "libnvidia-compute")
 # PyPI projects read, and the lowest release of each the snapshot keeps (older ones are history).
@@ -220,10 +220,6 @@ class ArchiveBranch:
     fabricmanager: str  # upstream version of nvidia-fabricmanager-NNN ("" when absent)
 
 
-def _upstream(version: str) -> str:
-    return version.split(":", 1)[-1].rsplit("-", 1)[0]
-
-
 def _is_real(package: Mapping[str, Any] | None, branch: str) -> bool:
     """A real package: present, not oldlibs, not transitional, and Depends names no other branch."""
     if not package:
@@ -234,8 +230,9 @@ def _is_real(package: Mapping[str, Any] | None, branch: str) -> bool:
     return all(b == branch for b in other)
 
 
-def _role_package(package: str, branch: str, suffix: str) -> str:
+def _role_package(package: str, branch: str, flavour: str) -> str:
     """``nvidia-utils`` and ``libnvidia-compute`` serve both module flavours: they carry no ``-open``."""
+    suffix = flavour_suffix(flavour)
     if package in ("nvidia-utils", "libnvidia-compute"):
         suffix = suffix.removesuffix("-open")
     return f"{package}-{branch}{suffix}"
@@ -248,8 +245,8 @@ def archive_branches(packages: Mapping[str, Mapping[str, Any]]) -> dict[str, Arc
     for branch in branches:
         flavours = frozenset(
             flavour
-            for flavour, suffix in FLAVOUR_SUFFIX.items()
-            if all(_is_real(packages.get(_role_package(p, branch, suffix)), branch) for p in _ROLE_PACKAGES)
+            for flavour in UBUNTU_FLAVOURS
+            if all(_is_real(packages.get(_role_package(p, branch, flavour)), branch) for p in _ROLE_PACKAGES)
         )
         if not flavours:
             continue
@@ -264,10 +261,10 @@ def archive_branches(packages: Mapping[str, Mapping[str, Any]]) -> dict[str, Arc
             ),
             "",
         )
-        version = _upstream(packages[desktop or server]["version"])
-        server_version = _upstream(packages[server]["version"]) if server else ""
+        version = upstream_version(packages[desktop or server]["version"])
+        server_version = upstream_version(packages[server]["version"]) if server else ""
         fm = packages.get(f"nvidia-fabricmanager-{branch}")
-        out[branch] = ArchiveBranch(flavours, version, server_version, _upstream(fm["version"]) if fm else "")
+        out[branch] = ArchiveBranch(flavours, version, server_version, upstream_version(fm["version"]) if fm else "")
     return out
 
 
@@ -355,15 +352,13 @@ def check_drivers_cover_ubuntu(data: DataDir) -> Iterator[Drift]:
 
 def check_pci_ids(data: DataDir, snapshot: Snapshot) -> Iterator[Drift]:
     """nvidia_pci_ids.yml's device sets against the archive's Modaliases."""
-    from dlstack.matrix import _pci_sets, _Where, parse_pci_ranges
-
     pci = data.file("nvidia_pci_ids")
     sets = _pci_sets(pci.data["device_sets"], _Where("nvidia_pci_ids", "device_sets"))
     for release, branches in pci.data["packages"].items():
         packages = snapshot.ubuntu.get(release, {})
         for branch, flavours in branches.items():
             for flavour, spec in flavours.items():
-                name = f"nvidia-driver-{branch}{FLAVOUR_SUFFIX[flavour]}"
+                name = driver_package(branch, flavour)
                 at = ("packages", release, branch, flavour)
                 package = packages.get(name)
                 if package is None:
@@ -373,7 +368,7 @@ def check_pci_ids(data: DataDir, snapshot: Snapshot) -> Iterator[Drift]:
                 listed = sets.get(spec["devices"], frozenset())
                 if have != listed:
                     yield pci.drift(
-                        f"Ubuntu {release}: {name} {_upstream(package['version'])} lists {len(have)} devices, "
+                        f"Ubuntu {release}: {name} {upstream_version(package['version'])} lists {len(have)} devices, "
                         f"the data {len(listed)} (+{len(have - listed)} -{len(listed - have)}): "
                         "run scripts/update_nvidia_pci_ids.py",
                         *at,

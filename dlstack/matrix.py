@@ -30,14 +30,22 @@ KERNEL_MODULES = ("open", "proprietary")
 UBUNTU_FLAVOURS = {"proprietary": "proprietary", "server": "proprietary", "open": "open", "server-open": "open"}
 
 
-def driver_package(branch: int, flavour: str) -> str:
-    """Ubuntu's driver package of a branch and flavour: the flavour names are the package suffixes.
+def flavour_suffix(flavour: str) -> str:
+    """The package-name suffix of a flavour: the flavour names are the suffixes (``proprietary`` has none).
 
-    ``(580, "server-open")`` -> ``nvidia-driver-580-server-open``; ``(580, "proprietary")`` -> ``nvidia-driver-580``.
+    ``"server-open"`` -> ``"-server-open"``; ``"proprietary"`` -> ``""``.
     """
     if flavour not in UBUNTU_FLAVOURS:
         raise ValueError(f"flavour {flavour!r} is not one of {', '.join(UBUNTU_FLAVOURS)}")
-    return f"nvidia-driver-{branch}" + ("" if flavour == "proprietary" else f"-{flavour}")
+    return "" if flavour == "proprietary" else f"-{flavour}"
+
+
+def driver_package(branch: int | str, flavour: str) -> str:
+    """Ubuntu's driver package of a branch and flavour.
+
+    ``(580, "server-open")`` -> ``nvidia-driver-580-server-open``; ``(580, "proprietary")`` -> ``nvidia-driver-580``.
+    """
+    return f"nvidia-driver-{branch}{flavour_suffix(flavour)}"
 
 
 _CC_RE = re.compile(r"^(\d{1,2})\.(\d)$")
