@@ -427,32 +427,48 @@ def _pin_named(pins: Mapping[str, str], prefix: str) -> str:
     return next((v for n, v in pins.items() if n.startswith(prefix)), "")
 
 
+def _read_releases(file: DataFile, snapshot: Snapshot, project: str) -> Iterator[tuple[int, Any, str, Any]]:
+    """(index, entry, version, metadata) of each release the data lists and the snapshot read metadata for."""
+    for i, entry in enumerate(file.data["releases"]):
+        for version in entry["versions"]:
+            meta = snapshot.pypi.get(project, {}).get(str(version), {})
+            if "requires_dist" in meta:
+                yield i, entry, str(version), meta
+
+
+def _python_drift(file: DataFile, project: str, i: int, version: str, entry: Any, meta: Any) -> Iterator[Drift]:
+    floor = _python_floor(meta.get("requires_python", ""))
+    if floor and floor != _python_floor(entry.get("python", "")):
+        yield file.drift(
+            f"{project} {version}: Python floor is {floor} on PyPI, the data says {entry.get('python')}",
+            "releases",
+            i,
+            "python",
+        )
+
+
 def check_torch(data: DataDir, snapshot: Snapshot) -> Iterator[Drift]:
     """Each torch release: PyPI's default wheel's CUDA line, cuDNN, NCCL and Python floor."""
     file = data.file("pytorch")
-    for i, entry in enumerate(file.data["releases"]):
-        for version in entry["versions"]:
-            meta = snapshot.pypi.get("torch", {}).get(str(version), {})
-            if "requires_dist" not in meta:
-                continue
-            pins = _pins(meta["requires_dist"])
-            default = entry["variants"].get(entry["pypi_default"], {})
-            checks = (
-                ("pypi_default", _cuda_line(pins), default.get("cuda"), "CUDA line of PyPI's wheel"),
-                ("cudnn", _pin_named(pins, "nvidia-cudnn-"), entry.get("cudnn"), "cuDNN pin"),
-                ("nccl", _pin_named(pins, "nvidia-nccl-"), entry.get("nccl"), "NCCL pin"),
-                (
-                    "python",
-                    _python_floor(meta.get("requires_python", "")),
-                    _python_floor(entry.get("python", "")),
-                    "Python floor",
-                ),
-            )
-            for key, found, said, what in checks:
-                if found and found != said:
-                    yield file.drift(
-                        f"torch {version}: {what} is {found} on PyPI, the data says {said}", "releases", i, key
-                    )
+    for i, entry, version, meta in _read_releases(file, snapshot, "torch"):
+        pins = _pins(meta["requires_dist"])
+        default = entry["variants"].get(entry["pypi_default"], {})
+        checks = (
+            ("pypi_default", _cuda_line(pins), default.get("cuda"), "CUDA line of PyPI's wheel"),
+            ("cudnn", _pin_named(pins, "nvidia-cudnn-"), entry.get("cudnn"), "cuDNN pin"),
+            ("nccl", _pin_named(pins, "nvidia-nccl-"), entry.get("nccl"), "NCCL pin"),
+            (
+                "python",
+                _python_floor(meta.get("requires_python", "")),
+                _python_floor(entry.get("python", "")),
+                "Python floor",
+            ),
+        )
+        for key, found, said, what in checks:
+            if found and found != said:
+                yield file.drift(
+                    f"torch {version}: {what} is {found} on PyPI, the data says {said}", "releases", i, key
+                )
 
 
 def _torch_requirement(meta: Mapping[str, Any]) -> Requirement | None:
@@ -499,31 +515,20 @@ def check_companions(data: DataDir, snapshot: Snapshot) -> Iterator[Drift]:
 def check_tensorflow(data: DataDir, snapshot: Snapshot) -> Iterator[Drift]:
     """Each TensorFlow release: the ``[and-cuda]`` cuDNN/NCCL pins and the Python floor."""
     file = data.file("tensorflow")
-    for i, entry in enumerate(file.data["releases"]):
-        for version in entry["versions"]:
-            meta = snapshot.pypi.get("tensorflow", {}).get(str(version), {})
-            if "requires_dist" not in meta:
-                continue
-            pins = _pins(meta["requires_dist"])
-            for key, found in (
-                ("cudnn", _pin_named(pins, "nvidia-cudnn-")),
-                ("nccl", _pin_named(pins, "nvidia-nccl-")),
-            ):
-                if found and found != entry.get(key):
-                    yield file.drift(
-                        f"tensorflow {version}: [and-cuda] pins {key} {found}, the data says {entry.get(key)}",
-                        "releases",
-                        i,
-                        key,
-                    )
-            floor = _python_floor(meta.get("requires_python", ""))
-            if floor and floor != _python_floor(entry.get("python", "")):
+    for i, entry, version, meta in _read_releases(file, snapshot, "tensorflow"):
+        pins = _pins(meta["requires_dist"])
+        for key, found in (
+            ("cudnn", _pin_named(pins, "nvidia-cudnn-")),
+            ("nccl", _pin_named(pins, "nvidia-nccl-")),
+        ):
+            if found and found != entry.get(key):
                 yield file.drift(
-                    f"tensorflow {version}: Python floor is {floor} on PyPI, the data says {entry.get('python')}",
+                    f"tensorflow {version}: [and-cuda] pins {key} {found}, the data says {entry.get(key)}",
                     "releases",
                     i,
-                    "python",
+                    key,
                 )
+        yield from _python_drift(file, "tensorflow", i, version, entry, meta)
 
 
 def _extra_plugin(meta: Mapping[str, Any], extra: str) -> Requirement | None:
@@ -542,21 +547,10 @@ def check_jax(data: DataDir, snapshot: Snapshot) -> Iterator[Drift]:
     if not data.has("jax"):
         return
     file = data.file("jax")
-    for i, entry in enumerate(file.data["releases"]):
-        for version in entry["versions"]:
-            meta = snapshot.pypi.get("jax", {}).get(str(version), {})
-            if "requires_dist" not in meta:
-                continue
-            floor = _python_floor(meta.get("requires_python", ""))
-            if floor and floor != _python_floor(entry.get("python", "")):
-                yield file.drift(
-                    f"jax {version}: Python floor is {floor} on PyPI, the data says {entry.get('python')}",
-                    "releases",
-                    i,
-                    "python",
-                )
-            for extra in ("cuda12", "cuda13"):
-                yield from _check_jax_variant(file, snapshot, i, str(version), extra, entry, meta)
+    for i, entry, version, meta in _read_releases(file, snapshot, "jax"):
+        yield from _python_drift(file, "jax", i, version, entry, meta)
+        for extra in ("cuda12", "cuda13"):
+            yield from _check_jax_variant(file, snapshot, i, version, extra, entry, meta)
 
 
 def _check_jax_variant(

@@ -1418,8 +1418,9 @@ def resolve(
     # compatibility; with frameworks, the newest framework wins (their wheels rely on it). Within each, a
     # supported long-term support or production branch is tried before the others.
     compat = (True,) if inp.frameworks else (False, True)
+    passes = _preference_passes(inp, today())
     for allow_compat in compat:
-        for attempt in _preference_passes(inp, today()):
+        for attempt in passes:
             found = _Search(_replace(attempt, allow_compat=allow_compat), matrix, max_violations=0).run()
             if found is not None:
                 return _stack(attempt, found[0], matrix)
