@@ -46,6 +46,7 @@ from dlstack.archive import (
     read_suite,
 )
 from dlstack.data import DATA_DIR
+from dlstack.errors import UserError
 from dlstack.matrix import UBUNTU_FLAVOURS, _pci_sets, _Where, driver_package, flavour_suffix, parse_pci_ranges
 from dlstack.nvidia import upstream_version
 
@@ -84,9 +85,11 @@ class DataFile:
 
     def __init__(self, path: Path, shown_as: str) -> None:
         self.path, self.shown_as = path, shown_as
-        text = path.read_text(encoding="utf-8")
-        self.data: Any = yaml.safe_load(text)
-        self._root = yaml.compose(text, Loader=yaml.SafeLoader)
+        # parsed from the file, not its text, so that a YAML error names the file
+        with path.open(encoding="utf-8") as handle:
+            self._root = yaml.compose(handle, Loader=yaml.SafeLoader)
+        with path.open(encoding="utf-8") as handle:
+            self.data: Any = yaml.safe_load(handle)
 
     def line(self, *keys: str | int) -> int:
         """1-based line of the key at ``keys`` (the deepest existing one's when a key is missing)."""
@@ -158,7 +161,12 @@ class Snapshot:
     @classmethod
     def load(cls, path: Path) -> Snapshot:
         blob = path.read_bytes()
-        raw = json.loads(lzma.decompress(blob) if path.suffix == ".xz" else blob)
+        try:
+            raw = json.loads(lzma.decompress(blob) if path.suffix == ".xz" else blob)
+        except (lzma.LZMAError, ValueError) as exc:  # ValueError: JSON and UTF-8 decoding errors
+            raise UserError(f"{path}: not a data check snapshot ({exc})") from exc
+        if not isinstance(raw, dict) or "recorded" not in raw:
+            raise UserError(f"{path}: not a data check snapshot (no 'recorded' date)")
         return cls(raw["recorded"], raw.get("sources", []), raw.get("ubuntu", {}), raw.get("pypi", {}))
 
     def dump(self, path: Path) -> None:

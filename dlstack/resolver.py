@@ -77,6 +77,10 @@ FRAMEWORK_ALIASES = {
 FRAMEWORK_ORDER = ("torch", "tensorflow", "jax")
 
 
+# What a GPU may be given as, for the messages that refuse one (resolve()'s gpu=, the CLI's --gpu).
+GPU_FORMS = "a GPU model ('H100 SXM'), a family ('A100'), an nvidia-smi name or an lspci -nn line"
+
+
 class ResolutionError(ValueError):
     """No stack satisfies the constraints, or an input is malformed. The message says why and what fits."""
 
@@ -655,10 +659,7 @@ def _devices_target(devices: tuple[PciGpu, ...], matrix: Matrix) -> GpuTarget:
 def _named_target(text: str, matrix: Matrix, errors: list[str]) -> GpuTarget | None:
     """A model, an ``nvidia-smi`` name, an ``lspci -nn`` line or a family name; None (and an error) otherwise."""
     if not text.strip():
-        errors.append(
-            f"gpu={text!r} is empty: give a GPU model ('H100 SXM'), a family ('A100'), an nvidia-smi name "
-            "or an lspci -nn line, or leave gpu out to resolve without a GPU"
-        )
+        errors.append(f"gpu={text!r} is empty: give {GPU_FORMS}, or leave gpu out to resolve without a GPU")
         return None
     found = find_gpu(text, matrix)
     if found is not None:

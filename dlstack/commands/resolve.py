@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dlstack.resolver import resolve
+from dlstack.resolver import GPU_FORMS, resolve
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,6 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--gpu",
+        type=_gpu,
         help="GPU model, nvidia-smi name or family whose models share a compute capability, "
         "e.g. 'H100 SXM', 'Tesla V100-SXM2-16GB', 'A100'",
     )
@@ -62,6 +63,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--json", action="store_true", help="print the stack as JSON")
     parser.set_defaults(func=_run)
+
+
+def _gpu(value: str) -> str:
+    """--gpu: refuse a blank name here, where the message can say --gpu (the resolver says gpu=)."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is empty: give {GPU_FORMS}, or leave --gpu out to resolve without a GPU"
+        )
+    return value
 
 
 def _pci_ids(args: argparse.Namespace) -> list[str]:

@@ -64,15 +64,8 @@ def old_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def play(inventory: Path, playbook: str, *extra: str, data: Path | None = None) -> subprocess.CompletedProcess[str]:
-    # verification reports of the test host go beside its inventory, not into the checkout's reports/
-    reports = inventory.parent / "reports"
-    extra = (
-        "-e",
-        f"gpu_verify_report_dir={reports}/verify",
-        "-e",
-        f"gpu_verify_fleet_report_dir={reports}/fleet",
-        *extra,
-    )
+    # verification reports of the test host go beside its inventory (throwaway.inventory_text), not into
+    # the checkout's reports/
     env = {**os.environ, "ANSIBLE_FORCE_COLOR": "0"}
     env.pop("DLSTACK_DATA_DIR", None)
     if data is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import uuid
 from collections.abc import Iterator, Sequence
@@ -11,6 +12,23 @@ from pathlib import Path
 from dlstack import sandbox
 
 
+def inventory_text(name: str, inventory_dir: Path) -> str:
+    """``hosts.yml`` for one throwaway host.
+
+    Its verification reports and fleet report go to ``inventory_dir/reports/`` (host variables, so
+    every playbook that verifies, site.yml, verify.yml and upgrade.yml, and every test that runs
+    one, writes there), never to the checkout's ``reports/``, which is the user's.
+    """
+    reports = inventory_dir / "reports"
+    return (
+        "all:\n  children:\n    dlstack_workstations:\n      hosts:\n"
+        f"        {name}:\n          ansible_connection: community.docker.docker\n"
+        "          ansible_python_interpreter: /usr/bin/python3\n"
+        f"          gpu_verify_report_dir: {json.dumps(str(reports / 'verify'))}\n"
+        f"          gpu_verify_fleet_report_dir: {json.dumps(str(reports / 'fleet'))}\n"
+    )
+
+
 @contextmanager
 def throwaway_host(prefix: str, image: str, inventory_dir: Path, volumes: Sequence[str] = ()) -> Iterator[str]:
     """Start a systemd container, write ``inventory_dir/hosts.yml`` for it, remove it afterwards."""
@@ -18,12 +36,7 @@ def throwaway_host(prefix: str, image: str, inventory_dir: Path, volumes: Sequen
     subprocess.run(["docker", *sandbox.systemd_run_args(name, image, volumes=volumes)], check=True, capture_output=True)
     try:
         sandbox.wait_for_systemd(name)
-        (inventory_dir / "hosts.yml").write_text(
-            "all:\n  children:\n    dlstack_workstations:\n      hosts:\n"
-            f"        {name}:\n          ansible_connection: community.docker.docker\n"
-            "          ansible_python_interpreter: /usr/bin/python3\n",
-            encoding="utf-8",
-        )
+        (inventory_dir / "hosts.yml").write_text(inventory_text(name, inventory_dir), encoding="utf-8")
         yield name
     finally:
         subprocess.run(["docker", "rm", "--force", name], check=False, capture_output=True)

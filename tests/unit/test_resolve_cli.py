@@ -83,11 +83,13 @@ def test_two_frameworks() -> None:
     ],
 )
 def test_conflicts_exit_2_with_the_reasons(args: list[str], fragments: list[str]) -> None:
-    result = _run(*args, "--json")
+    result = _run(*args, "--json")  # with --json the error is a JSON object on stdout (dlstack.cli)
     assert result.returncode == 2
-    assert result.stdout == ""
+    assert result.stderr == ""
+    error = json.loads(result.stdout)
+    assert error["exit_code"] == 2
     for fragment in fragments:
-        assert fragment in result.stderr
+        assert fragment in error["error"]
 
 
 def test_bad_input_exits_2() -> None:

@@ -151,7 +151,7 @@ def test_cli_families_as_json(family: str) -> None:
 def test_cli_empty_gpu_exits_2() -> None:
     result = _cli("--gpu", "")
     assert result.returncode == 2
-    assert "gpu='' is empty" in result.stderr
+    assert "argument --gpu: '' is empty" in result.stderr
 
 
 def test_cli_compute_capability_alone() -> None:
