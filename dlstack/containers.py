@@ -34,6 +34,7 @@ import yaml
 
 from dlstack.data import load, ubuntu_releases
 from dlstack.matrix import load_matrix
+from dlstack.report import gpu_peaks
 from dlstack.resolver import ResolutionError, resolve
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -41,6 +42,7 @@ CONTAINERS_DIR = REPO_ROOT / "containers"
 IMAGES_FILE = CONTAINERS_DIR / "images.yml"
 GPU_VERIFY = REPO_ROOT / "scripts" / "gpu_verify.py"
 HEALTHCHECK = CONTAINERS_DIR / "healthcheck.sh"
+PEAKS_FILE = "gpu_verify_peaks.json"  # gpu_verify.py reads it from beside itself
 CI_BASE_IMAGE = "dlstack/ubuntu:{ubuntu}-base"
 LABEL_PREFIX = "org.dlstack"
 GB = 1000**3
@@ -95,7 +97,8 @@ def _strings(value: Any, where: str) -> tuple[str, ...]:
 
 def load_images(path: Path = IMAGES_FILE) -> tuple[Settings, tuple[Entry, ...]]:
     """Read and check the images matrix; errors name the entry, the key and what is accepted."""
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    with path.open(encoding="utf-8") as handle:  # from the file, so that a YAML error names it
+        data = yaml.safe_load(handle)
     where = path.name
     raw = _require(data, "settings", dict, where)
     releases = ubuntu_releases()
@@ -416,7 +419,7 @@ def expand_ca_files(patterns: Iterable[str]) -> list[Path]:
 def write_context(
     image: Plan, dest: Path, *, ca_certificates: Sequence[Path] = (), settings: Settings | None = None
 ) -> Path:
-    """Assemble the build context: Dockerfile, gpu_verify.py, healthcheck, CA certificates."""
+    """Assemble the build context: Dockerfile, gpu_verify.py and its peaks, healthcheck, CA certificates."""
     if not GPU_VERIFY.is_file():
         raise ValueError(f"{GPU_VERIFY} is missing: the images carry it as their health check")
     dest.mkdir(parents=True, exist_ok=True)
@@ -426,6 +429,9 @@ def write_context(
     for source, name in ((GPU_VERIFY, "gpu_verify.py"), (HEALTHCHECK, "healthcheck.sh")):
         shutil.copyfile(source, dest / name)
         (dest / name).chmod(0o755)
+    # the peaks and healthy fractions from dlstack/data/gpus.yml, beside the script: the image judges itself
+    (dest / PEAKS_FILE).write_text(json.dumps(gpu_peaks(), indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    (dest / PEAKS_FILE).chmod(0o644)
     if ca_certificates:
         ca_dir = dest / "ca-certificates"
         ca_dir.mkdir(exist_ok=True)
@@ -457,8 +463,12 @@ class BuildResult:
 
 def docker_client() -> Any:
     import docker  # the Docker SDK: only the build and size commands need it
+    from docker.errors import DockerException
 
-    return docker.from_env(timeout=600)
+    try:
+        return docker.from_env(timeout=600)
+    except DockerException as exc:  # no engine, or no permission on its socket
+        raise RuntimeError(f"cannot reach the Docker engine (is it running, and may this user use it?): {exc}") from exc
 
 
 def _stream_build(client: Any, context: Path, reference: str, *, nocache: bool, progress: Progress) -> tuple[int, int]:

@@ -118,6 +118,8 @@ class Gpu:
     peaks: Mapping[str, float]
     source: str
     open_modules_only: bool = False  # a platform NVIDIA supports only with the open kernel modules (GH200)
+    # the fraction of each peak a healthy card of this model measures (published measurements)
+    healthy: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def cc(self) -> str:
@@ -413,6 +415,7 @@ def _load_gpus() -> tuple[dict[str, CC], tuple[Gpu, ...]]:
                 if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
                     raise (at / "peaks" / key).fail(f"expected a positive number, got {value!r}")
                 peaks[key] = float(value)
+        healthy = _healthy_fractions(entry, at, peaks)
         gpus.append(
             Gpu(
                 name=name,
@@ -424,9 +427,33 @@ def _load_gpus() -> tuple[dict[str, CC], tuple[Gpu, ...]]:
                 peaks=peaks,
                 source=_source(entry, at),
                 open_modules_only=_open_modules_only(entry, at),
+                healthy=healthy,
             )
         )
     return archs, tuple(gpus)
+
+
+HEALTHY_KEYS = {"fp32": "fp32", "tf32": "tf32", "fp16": "fp16", "bf16": "bf16", "fp8": "fp8", "mem_bw": "mem_bw_gbs"}
+
+
+def _healthy_fractions(entry: Mapping[str, Any], at: _Where, peaks: Mapping[str, float]) -> dict[str, float]:
+    """``healthy:``: the fraction of a peak a healthy card measures (0 < f <= 1), for peaks the GPU has."""
+    raw = _get(entry, "healthy", dict, at, optional=True)
+    if raw is None:
+        return {}
+    _source(raw, at / "healthy")
+    fractions = {}
+    for key, value in raw.items():
+        if key == "source":
+            continue
+        if key not in HEALTHY_KEYS:
+            raise (at / "healthy" / key).fail(f"expected one of {', '.join(HEALTHY_KEYS)}")
+        if HEALTHY_KEYS[key] not in peaks:
+            raise (at / "healthy" / key).fail(f"a fraction of which peak? peaks has no {HEALTHY_KEYS[key]}")
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value <= 1:
+            raise (at / "healthy" / key).fail(f"expected a fraction of the peak in (0, 1], got {value!r}")
+        fractions[key] = float(value)
+    return fractions
 
 
 def _open_modules_only(entry: Mapping[str, Any], at: _Where) -> bool:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from dlstack.data import load
+from dlstack.errors import UserError
 
 SUPPORTED_SCHEMA_VERSIONS = (1,)
 SUMMARY_SCHEMA_VERSION = 1
@@ -37,7 +38,8 @@ def gpu_peaks(names: Iterable[str] | None = None) -> dict[str, dict[str, float]]
     """Datasheet peaks keyed by every nvidia-smi name (alias) of each GPU that has them.
 
     With ``names``, only those names (unknown ones are left out). Values are TFLOP/s for the
-    matmul precisions and GB/s for ``mem_bw_gbs``, as gpu_verify's ``--peaks`` file expects.
+    matmul precisions and GB/s for ``mem_bw_gbs``, as gpu_verify's ``--peaks`` file expects, and
+    ``healthy_<metric>``: the fraction of that peak a healthy card of the model measures.
     """
     table: dict[str, dict[str, float]] = {}
     for gpu in load("gpus")["gpus"]:
@@ -45,6 +47,8 @@ def gpu_peaks(names: Iterable[str] | None = None) -> dict[str, dict[str, float]]
         metrics = {key: float(peaks[key]) for key in PEAK_METRICS if peaks.get(key) is not None}
         if not metrics:
             continue
+        healthy = gpu.get("healthy") or {}
+        metrics |= {f"healthy_{key}": float(value) for key, value in healthy.items() if key != "source"}
         for alias in [gpu["name"], *gpu.get("aliases", [])]:
             table[alias] = metrics
     if names is None:
@@ -60,27 +64,72 @@ def gpu_peaks(names: Iterable[str] | None = None) -> dict[str, dict[str, float]]
 def load_reports(input_dir: Path) -> list[dict[str, Any]]:
     """Every gpu_verify JSON report under ``input_dir`` (recursively), each tagged with its file."""
     if not input_dir.is_dir():
-        raise ValueError(f"--input {input_dir}: not a directory (expected the fetched gpu_verify JSON files)")
+        raise UserError(f"--input {input_dir}: not a directory (expected the fetched gpu_verify JSON files)")
     reports = []
     for path in sorted(input_dir.rglob("*.json")):
         if path.name == SUMMARY_NAME:
             continue
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: not JSON ({exc})") from exc
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise UserError(f"{path}: not JSON ({exc})") from exc
         if not isinstance(data, dict) or "schema_version" not in data:
-            raise ValueError(f"{path}: not a gpu_verify report (no schema_version)")
+            raise UserError(f"{path}: not a gpu_verify report (no schema_version)")
         if data["schema_version"] not in SUPPORTED_SCHEMA_VERSIONS:
-            raise ValueError(
+            raise UserError(
                 f"{path}: schema_version {data['schema_version']!r} is not supported "
                 f"(supported: {', '.join(map(str, SUPPORTED_SCHEMA_VERSIONS))})"
             )
+        if problem := shape_problem(data):
+            raise UserError(f"{path}: not a complete gpu_verify report: {problem}")
         data["_source"] = str(path.relative_to(input_dir))
         reports.append(data)
     if not reports:
-        raise ValueError(f"--input {input_dir}: no gpu_verify JSON files found")
+        raise UserError(f"--input {input_dir}: no gpu_verify JSON files found")
     return reports
+
+
+# What the report reads from each gpu_verify report without a default (docs/gpu_verify.md has the
+# schema): the key, whether it must be there, its JSON type, and the keys it (or each of its items) must have.
+REPORT_SHAPE: tuple[tuple[str, bool, type, tuple[str, ...]], ...] = (
+    ("summary", True, dict, ("status",)),
+    ("checks", False, list, ("id", "status", "message")),
+    ("gpus", False, list, ("index", "name")),
+    ("performance", False, list, ("gpu_index", "gpu_name", "metric", "achieved", "unit")),
+)
+_JSON_TYPES = {
+    dict: "an object",
+    list: "a list",
+    str: "a string",
+    int: "a number",
+    float: "a number",
+    bool: "true or false",
+}
+
+
+def _json_type(value: Any) -> str:
+    return "null" if value is None else _JSON_TYPES.get(type(value), type(value).__name__)
+
+
+def shape_problem(data: dict[str, Any]) -> str | None:
+    """What a report lacks that the fleet report needs (see REPORT_SHAPE), or None."""
+    for key, required, kind, keys in REPORT_SHAPE:
+        if key not in data:
+            if required:
+                return f"no {key!r} (expected {_JSON_TYPES[kind]} with {', '.join(map(repr, keys))})"
+            continue
+        value = data[key]
+        if not isinstance(value, kind):
+            return f"{key!r} is {_json_type(value)}, expected {_JSON_TYPES[kind]}"
+        items = [(key, value)] if kind is dict else [(f"{key}[{i}]", item) for i, item in enumerate(value)]
+        for where, item in items:
+            if not isinstance(item, dict):
+                return f"{where} is {_json_type(item)}, expected an object"
+            if missing := [name for name in keys if name not in item]:
+                return f"{where} has no {', '.join(map(repr, missing))}"
+            if "status" in keys and item["status"] not in STATUS_ORDER:
+                return f"{where}.status is {item['status']!r}, expected one of {', '.join(STATUS_ORDER)}"
+    return None
 
 
 def host_name(report: dict[str, Any]) -> str:

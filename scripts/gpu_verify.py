@@ -7,7 +7,11 @@ warns or is skipped with a reason; results go to a terminal table and to JSON (s
 docs/gpu_verify.md). GPU mode when an NVIDIA GPU is on the PCI bus, an NVIDIA kernel driver is
 installed or --expect-gpu is given; CPU mode otherwise or with --cpu. In GPU mode, system.driver_state
 says why a GPU does not work and how to fix it. Exit code: 0 when every required check passed, 1 when
-one failed, 2 on a usage error.
+one failed, 2 on a usage error, 3 when the run could not finish (the report says where it stopped).
+
+Throughput is judged per GPU model: the datasheet peaks and the fraction of them a healthy card of that
+model measures come from dlstack/data/gpus.yml, shipped beside this script as gpu_verify_peaks.json
+(the role and the images write it; --peaks overrides it).
 """
 
 from __future__ import annotations
@@ -24,9 +28,11 @@ import platform
 import re
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 import xml.etree.ElementTree as ET
@@ -56,6 +62,20 @@ DEFAULT_MIN_FRACTION: dict[str, float] = {
     "h2d": 0.5,
 }
 
+# A GPU model's measured-healthy share of its peak (``healthy_<metric>`` in the peaks file, from published
+# measurements: dlstack/data/gpus.yml) times this is its minimum: a card must reach 80 % of what a healthy
+# one of its model reaches. The published figures are the best matrix shape; the 8192^3 test shape reaches
+# a few percent less on a healthy card. A card that lost a third of its speed to a power cap or throttling
+# fails (an H100 SXM: minimum 64 % of 989 TFLOP/s bf16, healthy 75-80 %).
+HEALTHY_TOLERANCE = 0.8
+# Per node and metric: a GPU below this fraction of the node's median is an outlier and fails, even when
+# every card passes its own threshold (one card throttling, on a slower link, or with a lower clock).
+OUTLIER_FRACTION = 0.85
+# The peaks file a copy of the script reads when --peaks is not given: beside the script.
+PEAKS_FILE_NAME = "gpu_verify_peaks.json"
+# Timed repetitions of each measurement: judged on the median, the best and the spread are reported.
+TIMING_REPEATS = 5
+
 # PCIe payload bandwidth per lane and direction in GB/s after line encoding, by generation.
 PCIE_LANE_GBS: dict[int, float] = {1: 0.25, 2: 0.5, 3: 0.985, 4: 1.969, 5: 3.938, 6: 7.563}
 
@@ -73,7 +93,11 @@ QUERY_FIELDS = (
     "pcie.link.width.max",
     "temperature.gpu",
     "compute_cap",
+    "pcie.link.gen.gpumax",
+    "pcie.link.gen.hostmax",
 )
+# Fields older drivers do not know: left out of the query when nvidia-smi rejects them.
+OPTIONAL_QUERY_FIELDS = ("compute_cap", "pcie.link.gen.gpumax", "pcie.link.gen.hostmax")
 
 
 # --------------------------------------------------------------------------------------------
@@ -98,6 +122,9 @@ class GPUInfo:
     pcie_width_current: int | None = None
     pcie_width_max: int | None = None
     temperature_c: float | None = None
+    # the card's own maximum PCIe generation and the host's (pcie.link.gen.max is the lower of the two)
+    pcie_gen_gpumax: int | None = None
+    pcie_gen_hostmax: int | None = None
 
 
 @dataclasses.dataclass
@@ -129,6 +156,8 @@ class PerfResult:
     peak: float | None = None
     fraction: float | None = None
     min_fraction: float | None = None
+    best: float | None = None
+    spread: float | None = None
 
 
 @dataclasses.dataclass
@@ -141,7 +170,14 @@ class Context:
     results: list[CheckResult] = dataclasses.field(default_factory=list)
     perf: list[PerfResult] = dataclasses.field(default_factory=list)
     frameworks: dict[str, str | None] = dataclasses.field(default_factory=dict)
-    min_fraction: dict[str, float] = dataclasses.field(default_factory=lambda: dict(DEFAULT_MIN_FRACTION))
+    # where the peaks came from (--peaks, or the file beside the script; None: no peaks)
+    peaks_file: str | None = None
+    # --min-fraction values: they win over the per-model thresholds (min_fraction_for)
+    fraction_overrides: dict[str, float] = dataclasses.field(default_factory=dict)
+    # nvidia-smi samples taken while a GPU was under load: {gpu index: {"matmul_bf16": [...], "h2d": [...]}}
+    telemetry: dict[int, dict[str, list[dict[str, Any]]]] = dataclasses.field(default_factory=dict)
+    # nvidia-smi nvlink -s: {gpu index: {link: GB/s or None}} (empty: no NVLink, or not read yet)
+    nvlink: dict[int, dict[int, float | None]] = dataclasses.field(default_factory=dict)
     # The mode main() chose (choose_mode); None: as the arguments say (--cpu or not).
     cpu: bool | None = None
     mode_reason: str = ""
@@ -174,12 +210,12 @@ class Context:
 _NA = {"", "n/a", "[n/a]", "[not supported]", "not supported", "not found", "[unknown error]", "none"}
 
 
-def clean(value: str | None) -> str | None:
+def clean(value: object) -> str | None:
     """Strip a value; None for nvidia-smi's ways of saying "not available"."""
     if value is None:
         return None
-    value = value.strip()
-    return None if value.lower() in _NA else value
+    text = str(value).strip()
+    return None if text.lower() in _NA else text
 
 
 def to_int(value: str | None) -> int | None:
@@ -250,6 +286,8 @@ def gpus_from_query(rows: list[dict[str, str | None]]) -> list[GPUInfo]:
                 pcie_width_current=to_int(row.get("pcie.link.width.current")),
                 pcie_width_max=to_int(row.get("pcie.link.width.max")),
                 temperature_c=to_float(row.get("temperature.gpu")),
+                pcie_gen_gpumax=to_int(row.get("pcie.link.gen.gpumax")),
+                pcie_gen_hostmax=to_int(row.get("pcie.link.gen.hostmax")),
             )
         )
     return gpus
@@ -423,12 +461,14 @@ def peaks_for(name: str, peaks: dict[str, dict[str, float]]) -> dict[str, float]
 
 
 def parse_min_fractions(items: Sequence[str]) -> dict[str, float]:
-    """``--min-fraction bf16=0.6`` values merged over the defaults."""
-    result = dict(DEFAULT_MIN_FRACTION)
+    """``--min-fraction bf16=0.6`` values (they override the per-model thresholds)."""
+    result: dict[str, float] = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep or key not in result:
-            raise ValueError(f"--min-fraction {item!r}: expected KEY=FRACTION with KEY one of {', '.join(result)}")
+        if not sep or key not in DEFAULT_MIN_FRACTION:
+            raise ValueError(
+                f"--min-fraction {item!r}: expected KEY=FRACTION with KEY one of {', '.join(DEFAULT_MIN_FRACTION)}"
+            )
         try:
             number = float(value)
         except ValueError:
@@ -537,14 +577,23 @@ def skip(check_id: str, category: str, reason: str, required: bool = True) -> Ch
 # --------------------------------------------------------------------------------------------
 
 
+def query_fields(
+    fields: Sequence[str], optional: Sequence[str] = OPTIONAL_QUERY_FIELDS
+) -> tuple[int, str, str, list[str]]:
+    """``nvidia-smi --query-gpu``; optional fields this driver rejects are left out and the query rerun.
+    (returncode, stdout, stderr, the fields queried)."""
+    wanted = list(fields)
+    while True:
+        code, out, err = run_command(["nvidia-smi", f"--query-gpu={','.join(wanted)}", "--format=csv,noheader,nounits"])
+        rejected = [field for field in wanted if field in optional and f'"{field}"' in (out + err)]
+        if code == 0 or not rejected:
+            return code, out, err, wanted
+        wanted = [field for field in wanted if field not in rejected]
+
+
 def query_gpus() -> tuple[list[GPUInfo], str | None]:
     """GPUs from ``nvidia-smi --query-gpu``; (gpus, error message or None)."""
-    fields = list(QUERY_FIELDS)
-    code, out, err = run_command(["nvidia-smi", f"--query-gpu={','.join(fields)}", "--format=csv,noheader,nounits"])
-    if code != 0 and "compute_cap" in (out + err):
-        # drivers before 510 do not know the compute_cap field
-        fields.remove("compute_cap")
-        code, out, err = run_command(["nvidia-smi", f"--query-gpu={','.join(fields)}", "--format=csv,noheader,nounits"])
+    code, out, err, fields = query_fields(QUERY_FIELDS)
     if code != 0:
         return [], (err or out).strip() or f"nvidia-smi exited {code}"
     return gpus_from_query(parse_query_csv(out, fields)), None
@@ -892,6 +941,570 @@ def check_health(
         f"{label}: no ECC errors, no pending row remaps, no Xid",
         details=details,
     )
+
+
+# --------------------------------------------------------------------------------------------
+# telemetry under load: clocks, throttle reasons, power, PCIe link (sampled by nvidia-smi -lms)
+# --------------------------------------------------------------------------------------------
+
+TELEMETRY_FIELDS = (
+    "index",
+    "clocks.sm",
+    "clocks.max.sm",
+    "power.draw",
+    "power.limit",
+    "power.default_limit",
+    "temperature.gpu",
+    "clocks_event_reasons.active",
+    "pcie.link.gen.gpucurrent",
+    "pcie.link.width.current",
+)
+# Drivers before 535 call the event reasons "throttle reasons"; before 530 there is no gpucurrent.
+TELEMETRY_FALLBACK = {
+    "clocks_event_reasons.active": "clocks_throttle_reasons.active",
+    "pcie.link.gen.gpucurrent": "pcie.link.gen.current",
+}
+# NVML's nvmlClocksEventReason bits (nvml.h): the ones that mean the card is slowed by something wrong.
+CLOCK_EVENT_FAULTS: dict[int, tuple[str, str]] = {
+    0x8: ("HW slowdown", "the board slowed the GPU (power supply or temperature sensor): check PSU cables, cooling"),
+    0x20: ("SW thermal slowdown", "the GPU is too hot for its clocks: check airflow, fans and the room's temperature"),
+    0x40: ("HW thermal slowdown", "the GPU hit its hardware thermal limit: check the heatsink, fans and airflow now"),
+    0x80: ("HW power brake", "the chassis or PSU asserted the power brake: check the power supply"),
+}  # fmt: skip
+CLOCK_EVENT_NAMES: dict[int, str] = {
+    0x1: "GPU idle",
+    0x2: "applications clocks setting",
+    0x4: "SW power cap",
+    0x10: "sync boost",
+    0x100: "display clock setting",
+    **{bit: name for bit, (name, _fix) in CLOCK_EVENT_FAULTS.items()},
+}
+# Under a sustained matmul the SM clock should stay near its maximum; below this share the power cap or
+# the cooling is limiting the card more than a healthy one of its kind.
+MIN_CLOCK_SHARE = 0.6
+
+
+class TelemetrySampler:
+    """``nvidia-smi --query-gpu=... -lms 250 -i N`` in the background while a GPU works: context manager,
+    its rows in ``samples`` afterwards (empty when nvidia-smi is missing or ``enabled`` is false). The
+    first row is printed at once; the sampler waits for it (up to FIRST_ROW_S) before it stops nvidia-smi."""
+
+    FIRST_ROW_S = 5.0
+
+    def __init__(self, gpu_index: int, enabled: bool = True, interval_ms: int = 250) -> None:
+        self.gpu_index, self.interval_ms = gpu_index, interval_ms
+        self.enabled = enabled and shutil.which("nvidia-smi") is not None
+        self.samples: list[dict[str, Any]] = []
+        self._proc: subprocess.Popen[str] | None = None
+        self._lines: list[str] = []
+        self._reader: threading.Thread | None = None
+        self._fields: list[str] = []
+
+    def __enter__(self) -> TelemetrySampler:
+        if self.enabled:
+            self._fields = telemetry_fields()
+            argv = ["nvidia-smi", f"--query-gpu={','.join(self._fields)}", "--format=csv,noheader,nounits"]
+            argv += [f"-lms={self.interval_ms}", f"-i={self.gpu_index}"]
+            self._proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            self._reader = threading.Thread(target=self._read, args=(self._proc,), daemon=True)
+            self._reader.start()
+        return self
+
+    def _read(self, proc: subprocess.Popen[str]) -> None:
+        for line in proc.stdout or ():
+            self._lines.append(line)
+
+    def __exit__(self, *_exc: object) -> None:
+        if self._proc is None or self._reader is None:
+            return
+        deadline = time.monotonic() + self.FIRST_ROW_S
+        while not self._lines and self._proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        self._proc.terminate()
+        try:
+            self._proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        self._reader.join(timeout=10)
+        try:
+            self.samples = parse_telemetry("".join(self._lines), self._fields)
+        except ValueError:  # a row cut off by the stop, or a message instead of rows: no samples
+            self.samples = []
+
+
+_TELEMETRY_FIELDS_CACHE: list[str] = []
+
+
+def telemetry_fields() -> list[str]:
+    """TELEMETRY_FIELDS in the names this driver knows (asked once)."""
+    if not _TELEMETRY_FIELDS_CACHE:
+        optional = tuple(TELEMETRY_FALLBACK) + tuple(TELEMETRY_FALLBACK.values()) + ("power.default_limit",)
+        _code, _out, _err, fields = query_fields([*TELEMETRY_FIELDS, *TELEMETRY_FALLBACK.values()], optional)
+        new_names = [field for field in TELEMETRY_FIELDS if field in fields]
+        fallbacks = [old for new, old in TELEMETRY_FALLBACK.items() if new not in fields and old in fields]
+        _TELEMETRY_FIELDS_CACHE.extend(new_names + fallbacks)
+    return list(_TELEMETRY_FIELDS_CACHE)
+
+
+def parse_telemetry(text: str, fields: Sequence[str]) -> list[dict[str, Any]]:
+    """Rows of the sampler's CSV with the names of TELEMETRY_FIELDS (fallback names mapped back)."""
+    names = {old: new for new, old in TELEMETRY_FALLBACK.items()}
+    rows = []
+    for row in parse_query_csv(text, list(fields)):
+        rows.append({names.get(key, key): value for key, value in row.items()})
+    return rows
+
+
+def clock_event_bits(value: str | None) -> int:
+    """``0x0000000000000004`` as an int (0 when N/A)."""
+    try:
+        return int(str(value), 16)
+    except (TypeError, ValueError):
+        return 0
+
+
+def clock_event_names(bits: int) -> list[str]:
+    return [name for bit, name in sorted(CLOCK_EVENT_NAMES.items()) if bits & bit]
+
+
+def _numbers(rows: Sequence[dict[str, Any]], field: str) -> list[float]:
+    return [value for value in (to_float(row.get(field)) for row in rows) if value is not None]
+
+
+def clock_findings(samples: Sequence[dict[str, Any]]) -> tuple[list[str], list[str], dict[str, Any]]:
+    """(failures, warnings, summary) from the samples taken during the bf16 matmul."""
+    failures, warnings = [], []
+    bits = 0
+    for row in samples:
+        bits |= clock_event_bits(row.get("clocks_event_reasons.active"))
+    for bit, (name, fix) in CLOCK_EVENT_FAULTS.items():
+        if bits & bit:
+            failures.append(f"{name} during the matmul: {fix}")
+    clocks, max_clock = _numbers(samples, "clocks.sm"), max(_numbers(samples, "clocks.max.sm") or [0.0])
+    power, limit = _numbers(samples, "power.draw"), min(_numbers(samples, "power.limit") or [0.0])
+    default_limit = max(_numbers(samples, "power.default_limit") or [0.0])
+    median_clock = statistics.median(clocks) if clocks else None
+    if median_clock and max_clock and median_clock < MIN_CLOCK_SHARE * max_clock:
+        warnings.append(
+            f"SM clock {median_clock:.0f} of {max_clock:.0f} MHz under load "
+            f"({', '.join(clock_event_names(bits)) or 'no reason reported'})"
+        )
+    if limit and default_limit and limit < 0.95 * default_limit:
+        warnings.append(
+            f"power limit {limit:.0f} W is below the card's default {default_limit:.0f} W: "
+            "`nvidia-smi -pl` or a datacenter policy lowered it"
+        )
+    summary = {
+        "samples": len(samples),
+        "sm_clock_median_mhz": median_clock,
+        "sm_clock_max_mhz": max_clock or None,
+        "power_max_w": max(power) if power else None,
+        "power_limit_w": limit or None,
+        "power_default_limit_w": default_limit or None,
+        "clock_event_reasons": clock_event_names(bits),
+    }
+    return failures, warnings, summary
+
+
+def check_clocks(label: int, gpu: GPUInfo | None, telemetry: dict[str, list[dict[str, Any]]]) -> CheckResult:
+    samples = telemetry.get("matmul_bf16") or []
+    check_id = f"health.clocks[{label}]"
+    if not samples:
+        return skip(
+            check_id,
+            "health",
+            "no nvidia-smi samples during a bf16 matmul (nvidia-smi missing, or no bf16)",
+            required=False,
+        )
+    failures, warnings, summary = clock_findings(samples)
+    name = gpu.name if gpu else f"GPU {label}"
+    text = (
+        f"GPU {label} {name} under a bf16 matmul: SM {summary['sm_clock_median_mhz'] or '?'} of "
+        f"{summary['sm_clock_max_mhz'] or '?'} MHz, {summary['power_max_w'] or '?'} W of "
+        f"{summary['power_limit_w'] or '?'} W, reasons: {', '.join(summary['clock_event_reasons']) or 'none'}"
+    )
+    status = FAIL if failures else WARN if warnings else PASS
+    problems = failures + warnings
+    return CheckResult(
+        check_id, "health", status, text + (": " + "; ".join(problems) if problems else ""), details=summary
+    )
+
+
+def card_pcie_gen_max(gpu: GPUInfo | None) -> int | None:
+    """The card's own maximum PCIe generation (gpumax), else what the driver reports as max."""
+    if gpu is None:
+        return None
+    return gpu.pcie_gen_gpumax or gpu.pcie_gen_max
+
+
+def pcie_findings(gpu: GPUInfo, samples: Sequence[dict[str, Any]]) -> tuple[list[str], list[str], dict[str, Any]]:
+    """(failures, warnings, summary): the link under load against the card's and the host's maxima."""
+    gens = [int(value) for value in _numbers(samples, "pcie.link.gen.gpucurrent")]
+    widths = [int(value) for value in _numbers(samples, "pcie.link.width.current")]
+    gen = max(gens) if gens else gpu.pcie_gen_current
+    width = max(widths) if widths else gpu.pcie_width_current
+    card_gen, host_gen, max_width = card_pcie_gen_max(gpu), gpu.pcie_gen_hostmax, gpu.pcie_width_max
+    failures, warnings = [], []
+    if width and max_width and width < max_width:
+        failures.append(
+            f"the link runs x{width} of the card's x{max_width}: reseat the card, check the riser and that the "
+            "slot is wired x16 (a slot shared with an M.2 drive halves it)"
+        )
+    if gen and card_gen and gen < card_gen:
+        if host_gen and gen >= host_gen:
+            warnings.append(
+                f"Gen{gen} under load: the card supports Gen{card_gen} but the slot or host only Gen{host_gen} "
+                "(host-to-GPU copies run at most at the slot's speed)"
+            )
+        else:
+            failures.append(
+                f"the link trained down to Gen{gen} under load (card Gen{card_gen}, host Gen{host_gen or '?'}): "
+                "reseat the card or riser, check the BIOS PCIe speed setting; Xid 79 or AER errors in the kernel log "
+                "point at the slot"
+            )
+    summary = {
+        "gen_under_load": gen,
+        "width_under_load": width,
+        "card_gen_max": card_gen,
+        "host_gen_max": host_gen,
+        "width_max": max_width,
+        "sampled": bool(samples),
+    }
+    return failures, warnings, summary
+
+
+def check_pcie_link(label: int, gpu: GPUInfo | None, telemetry: dict[str, list[dict[str, Any]]]) -> CheckResult:
+    check_id = f"health.pcie[{label}]"
+    if gpu is None:
+        return skip(check_id, "health", "nvidia-smi does not list this GPU", required=False)
+    samples = telemetry.get("h2d") or []
+    failures, warnings, summary = pcie_findings(gpu, samples)
+    when = "during a host-to-GPU copy" if samples else "at rest (no samples under load)"
+    text = f"GPU {label} {gpu.name}: PCIe Gen{summary['gen_under_load']} x{summary['width_under_load']} {when}"
+    status = FAIL if failures else WARN if warnings else PASS
+    problems = failures + warnings
+    return CheckResult(
+        check_id, "health", status, text + (": " + "; ".join(problems) if problems else ""), details=summary
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# NVLink, NVSwitch fabric, Fabric Manager
+# --------------------------------------------------------------------------------------------
+
+_NVLINK_GPU_RE = re.compile(r"^GPU (?P<index>\d+):")
+_NVLINK_LINK_RE = re.compile(r"^\s*Link (?P<link>\d+):\s*(?P<value>.*)$")
+_NVLINK_ERROR_RE = re.compile(r"^\s*(?P<name>[A-Za-z ]+?(?:Errors?|Counter))\s*:\s*(?P<count>\d+)\s*$")
+
+
+def parse_nvlink_status(text: str) -> dict[int, dict[int, float | None]]:
+    """``nvidia-smi nvlink -s``: {gpu: {link: GB/s, or None when the link is inactive}}."""
+    result: dict[int, dict[int, float | None]] = {}
+    current: dict[int, float | None] | None = None
+    for line in text.splitlines():
+        gpu = _NVLINK_GPU_RE.match(line)
+        if gpu:
+            current = result.setdefault(int(gpu.group("index")), {})
+            continue
+        link = _NVLINK_LINK_RE.match(line)
+        if link and current is not None:
+            speed = re.match(r"([\d.]+)\s*GB/s", link.group("value").strip())
+            current[int(link.group("link"))] = float(speed.group(1)) if speed else None
+    return result
+
+
+def parse_nvlink_errors(text: str) -> dict[int, dict[int, dict[str, int]]]:
+    """``nvidia-smi nvlink -e``: {gpu: {link: {counter name: count}}}."""
+    result: dict[int, dict[int, dict[str, int]]] = {}
+    gpu_links: dict[int, dict[str, int]] | None = None
+    link_counters: dict[str, int] | None = None
+    for line in text.splitlines():
+        gpu = _NVLINK_GPU_RE.match(line)
+        if gpu:
+            gpu_links, link_counters = result.setdefault(int(gpu.group("index")), {}), None
+            continue
+        link = _NVLINK_LINK_RE.match(line)
+        if link and gpu_links is not None:
+            link_counters = gpu_links.setdefault(int(link.group("link")), {})
+            rest = link.group("value").strip()
+            line = rest  # counters may follow on the same line
+        counter = _NVLINK_ERROR_RE.match(line)
+        if counter and link_counters is not None:
+            link_counters[counter.group("name").strip()] = int(counter.group("count"))
+    return result
+
+
+def nvlink_findings(
+    links: dict[int, float | None], errors: dict[int, dict[str, int]], node_active: int
+) -> tuple[list[str], list[str]]:
+    """(failures, warnings) for one GPU's NVLinks; ``node_active``: the most links up on any GPU of the node
+    (bridged PCIe cards use only some of their links by design, so a GPU is compared with its peers)."""
+    failures, warnings = [], []
+    active = [link for link, speed in links.items() if speed]
+    inactive = [link for link, speed in links.items() if not speed]
+    if len(active) < node_active:
+        failures.append(
+            f"{len(active)} NVLinks up where the node's other GPUs have {node_active} (inactive: "
+            f"{', '.join(map(str, inactive)) or 'none listed'}): reseat the NVLink bridge or check the baseboard, "
+            "restart Fabric Manager on NVSwitch systems, then reset the GPU"
+        )
+    for link, counters in sorted(errors.items()):
+        bad = {name: count for name, count in counters.items() if count and "Recovery" in name}
+        noisy = {name: count for name, count in counters.items() if count and "Recovery" not in name}
+        if bad:
+            failures.append(f"NVLink {link}: {bad} (the link had to retrain): check the bridge or baseboard")
+        elif noisy:
+            warnings.append(f"NVLink {link}: {noisy} (watch: rising counts mean a marginal link)")
+    return failures, warnings
+
+
+def check_nvlink(
+    gpu: GPUInfo, status: dict[int, dict[int, float | None]], errors: dict[int, dict[int, dict[str, int]]]
+) -> CheckResult:
+    links = status.get(gpu.index, {})
+    check_id = f"health.nvlink[{gpu.index}]"
+    node_active = max((sum(1 for speed in gpu_links.values() if speed) for gpu_links in status.values()), default=0)
+    failures, warnings = nvlink_findings(links, errors.get(gpu.index, {}), node_active)
+    speeds = [speed for speed in links.values() if speed]
+    text = f"GPU {gpu.index} {gpu.name}: {len(speeds)} of {len(links)} NVLinks up, {sum(speeds):.0f} GB/s per direction"
+    details = {"links": links, "errors": errors.get(gpu.index, {}), "bandwidth_gbs": sum(speeds)}
+    status_ = FAIL if failures else WARN if warnings else PASS
+    problems = failures + warnings
+    return CheckResult(
+        check_id, "health", status_, text + (": " + "; ".join(problems) if problems else ""), details=details
+    )
+
+
+def nvlink_checks(ctx: Context) -> None:
+    """One check per GPU that has NVLinks (nothing on PCIe-only hosts)."""
+    if ctx.cpu_mode or not ctx.gpus:
+        return
+    code, out, _err = run_command(["nvidia-smi", "nvlink", "-s"], timeout=60)
+    status = parse_nvlink_status(out) if code == 0 else {}
+    ctx.nvlink = status
+    if not any(status.values()):
+        return
+    code, out, _err = run_command(["nvidia-smi", "nvlink", "-e"], timeout=60)
+    errors = parse_nvlink_errors(out) if code == 0 else {}
+    for gpu in ctx.gpus:
+        # a GPU nvidia-smi lists without links on a node whose other GPUs have them is judged too
+        run_check(ctx, f"health.nvlink[{gpu.index}]", "health", lambda g=gpu: check_nvlink(g, status, errors))
+
+
+NVSWITCH_CLASS = "0x0680"  # PCI class "bridge, other": how NVSwitches show on the bus (vendor 0x10de)
+
+
+def nvswitch_count(sys_root: Path = Path("/sys")) -> int:
+    """NVIDIA bridges on the PCI bus: the NVSwitches of an HGX baseboard."""
+    count = 0
+    for device in sorted((sys_root / "bus/pci/devices").glob("*")):
+        vendor, klass = _read_sysfs(device / "vendor"), _read_sysfs(device / "class") or ""
+        if vendor == NVIDIA_VENDOR and klass.startswith(NVSWITCH_CLASS):
+            count += 1
+    return count
+
+
+def parse_fabric(text: str) -> dict[int, dict[str, str | None]]:
+    """The ``Fabric`` section of each GPU in ``nvidia-smi -q``: {gpu position: {"state": ..., "status": ...,
+    "health summary": ..., "health bandwidth": ...}} (values None where nvidia-smi says N/A)."""
+    result: dict[int, dict[str, str | None]] = {}
+    position, inside, sub = -1, False, ""
+    for line in text.splitlines():
+        if re.match(r"^GPU [0-9A-Fa-f:.]+\s*$", line):
+            position, inside = position + 1, False
+            continue
+        indent = len(line) - len(line.lstrip())
+        stripped = line.strip()
+        if stripped == "Fabric" and indent <= 4:
+            inside, sub = True, ""
+            result[position] = {}
+            continue
+        if not inside or not stripped:
+            continue
+        if indent <= 4:  # the next section of the same GPU
+            inside = False
+            continue
+        key, sep, value = stripped.partition(":")
+        if not sep:
+            sub = key.strip().lower()  # "Health": its lines follow, indented deeper
+            continue
+        name = key.strip().lower()
+        if indent > 8 and sub:
+            name = f"{sub} {name}"
+        result[position][name] = clean(value.strip())
+    return result
+
+
+def fabric_findings(fabric: dict[int, dict[str, str | None]], switches: int, manager: str) -> list[str]:
+    """Failures on an NVSwitch system: every GPU's fabric registration complete and Fabric Manager up."""
+    if not switches and not any(info.get("state") for info in fabric.values()):
+        return []
+    failures = []
+    if switches and manager != "active":
+        failures.append(
+            f"{switches} NVSwitch(es) on the bus but nvidia-fabricmanager is {manager}: `sudo systemctl enable "
+            "--now nvidia-fabricmanager` (package nvidia-fabricmanager-<branch>, the driver's exact version); CUDA "
+            "fails with error 802 until it runs"
+        )
+    for position, info in sorted(fabric.items()):
+        state, status = (info.get("state") or "").lower(), (info.get("status") or "").lower()
+        if (state and state != "completed") or (status and status != "success"):
+            failures.append(
+                f"GPU {position} fabric state {info.get('state')}, status {info.get('status')}: the GPU is not "
+                "registered with the NVSwitch fabric; check `journalctl -u nvidia-fabricmanager`"
+            )
+        elif (info.get("health summary") or "").lower() == "unhealthy":
+            failures.append(
+                f"GPU {position} fabric health Unhealthy (bandwidth {info.get('health bandwidth')}): NVLink routes "
+                "are degraded; drain the node and see `nvidia-smi -q` Fabric/Health and the Fabric Manager log"
+            )
+    return failures
+
+
+def check_fabric(ctx: Context) -> CheckResult | None:
+    switches = nvswitch_count()
+    code, out, _err = run_command(["nvidia-smi", "-q"], timeout=60)
+    fabric = parse_fabric(out) if code == 0 else {}
+    if not switches and not any(info.get("state") for info in fabric.values()):
+        return None  # not an NVSwitch system
+    _code, manager, _ = run_command(["systemctl", "is-active", "nvidia-fabricmanager"], timeout=30)
+    failures = fabric_findings(fabric, switches, manager.strip() or "not installed")
+    details = {"nvswitches": switches, "fabric": fabric, "fabricmanager": manager.strip()}
+    if failures:
+        return CheckResult("health.fabric", "health", FAIL, "; ".join(failures), details=details)
+    return CheckResult(
+        "health.fabric",
+        "health",
+        PASS,
+        f"{switches} NVSwitch(es), Fabric Manager active, every GPU's fabric state completed",
+        details=details,
+    )
+
+
+def fabric_checks(ctx: Context) -> None:
+    if ctx.cpu_mode or not ctx.gpus:
+        return
+    result = check_fabric(ctx)
+    if result is not None:
+        ctx.add(result)
+
+
+# --------------------------------------------------------------------------------------------
+# DCGM diagnostics (when dcgmi is installed)
+# --------------------------------------------------------------------------------------------
+
+# Seconds a `dcgmi diag -r N` may take: level 1 is quick, 2 about two minutes, 3 and 4 a long stress test.
+DCGM_TIMEOUT_S = {1: 300, 2: 900, 3: 2700, 4: 7200}
+
+
+def dcgm_results(data: Any, name: str = "", gpu: str | None = None) -> list[dict[str, Any]]:
+    """Every ``{"status": ...}`` in ``dcgmi diag -j`` output with the test name and GPU it belongs to and
+    its messages (DCGM 3 and 4 nest them differently: the walk needs no fixed layout)."""
+    found: list[dict[str, Any]] = []
+    if isinstance(data, list):
+        for item in data:
+            found.extend(dcgm_results(item, name, gpu))
+        return found
+    if not isinstance(data, dict):
+        return found
+    name = str(data.get("name") or data.get("test_name") or name)
+    if "gpu_id" in data or "gpu_ids" in data:  # DCGM 3
+        gpu = str(data.get("gpu_id", data.get("gpu_ids")))
+    elif data.get("entity_group") == "GPU" and "entity_id" in data:  # DCGM 4
+        gpu = str(data["entity_id"])
+    if isinstance(data.get("status"), str):
+        messages = []
+        for key in ("warnings", "warning", "info", "errors", "error"):
+            value = data.get(key)
+            items = value if isinstance(value, list) else [value] if value else []
+            for item in items:
+                text = (
+                    item.get("warning") or item.get("message") or item.get("error") if isinstance(item, dict) else item
+                )
+                if text:
+                    messages.append(str(text).strip())
+        found.append({"test": name, "gpu": gpu, "status": data["status"].strip().lower(), "messages": messages})
+    has_results = bool(data.get("results"))
+    for key, value in data.items():
+        if key in ("warnings", "info", "errors", "entity_groups", "metadata"):
+            continue
+        if key == "test_summary" and has_results:  # the per-GPU results already say it
+            continue
+        if isinstance(value, dict | list):
+            found.extend(dcgm_results(value, name, gpu))
+    return found
+
+
+def judge_dcgm(results: Sequence[dict[str, Any]], level: int) -> CheckResult:
+    failed = [result for result in results if result["status"] == "fail"]
+    warned = [result for result in results if result["status"] == "warn"]
+    passed = sum(1 for result in results if result["status"] == "pass")
+    details = {"level": level, "results": list(results)}
+
+    def describe(result: dict[str, Any]) -> str:
+        where = f" on GPU {result['gpu']}" if result["gpu"] not in (None, "") else ""
+        return f"{result['test']}{where}: {'; '.join(result['messages']) or result['status']}"
+
+    if not results:
+        return CheckResult(
+            "health.dcgm", "health", FAIL, f"dcgmi diag -r {level} reported no test results", details=details
+        )
+    if failed:
+        text = f"dcgmi diag -r {level}: " + " | ".join(describe(result) for result in failed)
+        return CheckResult(
+            "health.dcgm",
+            "health",
+            FAIL,
+            text + " (see `dcgmi diag` and NVIDIA's DCGM diagnostics guide)",
+            details=details,
+        )
+    if warned:
+        text = f"dcgmi diag -r {level}: {passed} passed; " + " | ".join(describe(result) for result in warned)
+        return CheckResult("health.dcgm", "health", WARN, text, details=details)
+    return CheckResult(
+        "health.dcgm", "health", PASS, f"dcgmi diag -r {level}: {passed} test result(s) passed", details=details
+    )
+
+
+def check_dcgm(level: int, timeout: float) -> CheckResult:
+    code, out, err = run_command(["dcgmi", "diag", "-r", str(level), "-j"], timeout=timeout)
+    if code == 124:
+        return CheckResult("health.dcgm", "health", FAIL, f"dcgmi diag -r {level} did not finish in {timeout:g} s")
+    try:
+        data = json.loads(out)
+    except json.JSONDecodeError:
+        message = (err or out).strip().splitlines()
+        hint = (
+            " (is nvidia-dcgm running? `sudo systemctl enable --now nvidia-dcgm`)"
+            if "host engine" in (err + out).lower()
+            else ""
+        )
+        return CheckResult(
+            "health.dcgm",
+            "health",
+            FAIL,
+            f"dcgmi diag -r {level} exited {code}: {message[-1] if message else 'no output'}{hint}",
+        )
+    return judge_dcgm(dcgm_results(data), level)
+
+
+def dcgm_checks(ctx: Context) -> None:
+    level = ctx.args.dcgm_level
+    if ctx.cpu_mode or not ctx.gpus or level == 0:
+        return
+    if shutil.which("dcgmi") is None:
+        ctx.add(
+            skip(
+                "health.dcgm",
+                "health",
+                "dcgmi is not installed (datacenter-gpu-manager): no DCGM diagnostic",
+                required=False,
+            )
+        )
+        return
+    timeout = ctx.args.dcgm_timeout_s or DCGM_TIMEOUT_S[level]
+    run_check(ctx, "health.dcgm", "health", lambda: check_dcgm(level, timeout))
 
 
 # --------------------------------------------------------------------------------------------
@@ -1557,11 +2170,13 @@ def block_device_for(path: str) -> str | None:
 
 
 def disk_kind(name: str | None, rotational: str | None) -> str:
-    """NVMe, SSD, HDD or unknown, from the disk's name and its queue/rotational flag."""
+    """NVMe, virtual, SSD, HDD or unknown, from the disk's name and its queue/rotational flag."""
     if name is None:
         return "unknown"
     if name.startswith("nvme"):
         return "NVMe"
+    if re.match(r"x?vd[a-z]", name):
+        return "virtual"  # virtio/Xen disks say rotational=1 whatever backs them: the hypervisor knows
     if rotational is None:
         return "unknown"
     return "HDD" if rotational.strip() == "1" else "SSD"
@@ -1853,16 +2468,42 @@ def torch_checks(ctx: Context) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def time_cuda(torch: Any, device: str, func: Callable[[], Any], min_seconds: float = 0.5) -> float:
-    """Seconds per call of ``func`` on a CUDA device, timed with CUDA events after a warm-up."""
+@dataclasses.dataclass
+class Timing:
+    """Seconds per call over repeated timed runs: judged on the median, with the best and the spread."""
+
+    samples: list[float]
+
+    def __post_init__(self) -> None:
+        if not self.samples or any(value <= 0 for value in self.samples):
+            raise ValueError(f"timing samples must be positive, got {self.samples}")
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples)
+
+    @property
+    def best(self) -> float:
+        return min(self.samples)
+
+    @property
+    def spread(self) -> float:
+        """(slowest - fastest) / fastest: a few percent on a quiet, healthy GPU."""
+        return (max(self.samples) - self.best) / self.best
+
+
+def time_cuda(
+    torch: Any, device: str, func: Callable[[], Any], min_seconds: float = 0.5, repeats: int = TIMING_REPEATS
+) -> Timing:
+    """Seconds per call of ``func`` on a CUDA device: ``repeats`` runs timed with CUDA events after a warm-up."""
     with torch.cuda.device(torch.device(device)):  # events and kernels on the same device's stream
-        return _time_current_device(torch, func, min_seconds)
+        for _ in range(3):
+            func()
+        torch.cuda.synchronize()
+        return Timing([_time_current_device(torch, func, min_seconds / repeats) for _ in range(repeats)])
 
 
 def _time_current_device(torch: Any, func: Callable[[], Any], min_seconds: float) -> float:
-    for _ in range(3):
-        func()
-    torch.cuda.synchronize()
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     iterations = 0
     start.record()
@@ -1909,46 +2550,115 @@ def matmul_callable(torch: Any, device: str, dtype_name: str, n: int) -> Callabl
     return lambda: torch.matmul(a, b)
 
 
-def measure_matmul(torch: Any, device: str, dtype_name: str, n: int) -> float:
-    """Achieved TFLOP/s of an n^3 matmul in ``dtype_name`` on ``device``."""
+def measure_matmul(torch: Any, device: str, dtype_name: str, n: int) -> Timing:
+    """Seconds per n^3 matmul in ``dtype_name`` on ``device`` (repeated: see Timing)."""
     previous = torch.get_float32_matmul_precision()
     torch.set_float32_matmul_precision("high" if dtype_name == "tf32" else "highest")
     try:
-        seconds = time_cuda(torch, device, matmul_callable(torch, device, dtype_name, n))
+        return time_cuda(torch, device, matmul_callable(torch, device, dtype_name, n))
     finally:
         torch.set_float32_matmul_precision(previous)
-    return matmul_tflops(n, seconds)
+
+
+def visible_gpus(gpus: Sequence[GPUInfo], visible: str | None) -> list[GPUInfo]:
+    """nvidia-smi's GPUs in CUDA's order: CUDA_VISIBLE_DEVICES (indices or UUIDs, as CUDA reads it: up to
+    the first entry it cannot match) narrows and reorders them, so framework device i is entry i here."""
+    if visible is None:
+        return list(gpus)
+    chosen: list[GPUInfo] = []
+    for entry in (part.strip() for part in visible.split(",")):
+        match = None
+        if entry.isdigit():
+            match = next((gpu for gpu in gpus if gpu.index == int(entry)), None)
+        elif entry:
+            match = next((gpu for gpu in gpus if gpu.uuid and gpu.uuid.startswith(entry)), None)
+        if match is None:  # CUDA stops at the first invalid entry
+            break
+        chosen.append(match)
+    return chosen
+
+
+def cuda_gpu(ctx: Context, index: int) -> GPUInfo | None:
+    """The nvidia-smi GPU behind CUDA device ``index`` (CUDA_DEVICE_ORDER=PCI_BUS_ID, CUDA_VISIBLE_DEVICES)."""
+    gpus = visible_gpus(ctx.gpus, os.environ.get("CUDA_VISIBLE_DEVICES"))
+    return gpus[index] if index < len(gpus) else None
 
 
 def gpu_name(ctx: Context, index: int) -> str:
-    """nvidia-smi's name for a CUDA device index (the same order: CUDA_DEVICE_ORDER=PCI_BUS_ID)."""
-    return ctx.gpus[index].name if index < len(ctx.gpus) else f"GPU {index}"
+    """nvidia-smi's name for a CUDA device index."""
+    gpu = cuda_gpu(ctx, index)
+    return gpu.name if gpu else f"GPU {index}"
+
+
+def gpu_label(ctx: Context, index: int) -> int:
+    """The index nvidia-smi gives CUDA device ``index``: checks and reports name GPUs as nvidia-smi does."""
+    gpu = cuda_gpu(ctx, index)
+    return gpu.index if gpu else index
+
+
+def min_fraction_for(ctx: Context, name: str, metric: str) -> tuple[float, str]:
+    """The minimum fraction of peak for one GPU model and metric, and where it comes from: --min-fraction,
+    else HEALTHY_TOLERANCE times the fraction a healthy card of the model measures, else the default."""
+    if metric in ctx.fraction_overrides:
+        return ctx.fraction_overrides[metric], "--min-fraction"
+    healthy = (peaks_for(name, ctx.peaks) or {}).get(f"healthy_{metric}")
+    if healthy:
+        return round(healthy * HEALTHY_TOLERANCE, 3), (
+            f"{HEALTHY_TOLERANCE:.0%} of the {healthy:.0%} a healthy {name} measures"
+        )
+    return DEFAULT_MIN_FRACTION[metric], "default: no measured figure for this model"
 
 
 def record_perf(
-    ctx: Context, gpu_index: int, metric: str, achieved: float, unit: str, peak: float | None, min_fraction: float
+    ctx: Context, index: int, metric: str, timing: Timing, work: float, unit: str, peak: float | None
 ) -> CheckResult:
-    """Store a measurement and judge it against its peak."""
-    name = gpu_name(ctx, gpu_index)
+    """Store a measurement (``work`` per timed call, in ``unit`` seconds) and judge its median against the
+    model's threshold."""
+    name = gpu_name(ctx, index)
+    label = gpu_label(ctx, index)
+    achieved, best = work / timing.median, work / timing.best
+    minimum, basis = min_fraction_for(ctx, name, metric.removeprefix("matmul_"))
     fraction = fraction_of_peak(achieved, peak)
-    ctx.perf.append(PerfResult(gpu_index, name, metric, round(achieved, 2), unit, peak, fraction, min_fraction))
-    status = judge_fraction(fraction, min_fraction)
+    ctx.perf.append(
+        PerfResult(label, name, metric, round(achieved, 2), unit, peak, fraction, minimum, round(best, 2),
+                   round(timing.spread, 4))
+    )  # fmt: skip
+    status = judge_fraction(fraction, minimum)
+    spread = f"median of {len(timing.samples)}, best {best:.1f}, spread {timing.spread:.1%}"
     if fraction is None:
-        text = f"{achieved:.1f} {unit}; no datasheet peak for {name!r} in --peaks"
+        text = (
+            f"{achieved:.1f} {unit} ({spread}); no datasheet peak for {name!r} "
+            f"(copy {PEAKS_FILE_NAME} beside the script, or give --peaks)"
+        )
     else:
-        text = f"{achieved:.1f} {unit} = {fraction:.0%} of {peak:g} (minimum {min_fraction:.0%})"
-    details = {"achieved": achieved, "unit": unit, "peak": peak, "fraction": fraction, "min_fraction": min_fraction}
-    return CheckResult(f"perf.{metric}[{gpu_index}]", "performance", status, text, details=details)
+        text = f"{achieved:.1f} {unit} = {fraction:.0%} of {peak:g} (minimum {minimum:.0%}: {basis}; {spread})"
+    details = {
+        "achieved": achieved,
+        "best": best,
+        "spread": timing.spread,
+        "samples_s": timing.samples,
+        "unit": unit,
+        "peak": peak,
+        "fraction": fraction,
+        "min_fraction": minimum,
+        "threshold_basis": basis,
+    }
+    return CheckResult(f"perf.{metric}[{label}]", "performance", status, text, details=details)
 
 
 def check_matmul(ctx: Context, torch: Any, index: int, dtype_name: str) -> CheckResult:
     device = f"cuda:{index}"
+    label = gpu_label(ctx, index)
     reason = matmul_supported(torch, device, dtype_name)
     if reason is not None:
-        return skip(f"perf.matmul_{dtype_name}[{index}]", "performance", reason)
-    achieved = measure_matmul(torch, device, dtype_name, ctx.args.matmul_size)
+        return skip(f"perf.matmul_{dtype_name}[{label}]", "performance", reason)
+    n = ctx.args.matmul_size
+    with TelemetrySampler(label, enabled=dtype_name == "bf16") as sampler:
+        timing = measure_matmul(torch, device, dtype_name, n)
+    if sampler.enabled:
+        ctx.telemetry.setdefault(label, {})["matmul_bf16"] = sampler.samples
     peak = (peaks_for(gpu_name(ctx, index), ctx.peaks) or {}).get(dtype_name)
-    return record_perf(ctx, index, f"matmul_{dtype_name}", achieved, "TFLOP/s", peak, ctx.min_fraction[dtype_name])
+    return record_perf(ctx, index, f"matmul_{dtype_name}", timing, 2.0 * n**3 / 1e12, "TFLOP/s", peak)
 
 
 def check_memory_bandwidth(ctx: Context, torch: Any, index: int) -> CheckResult:
@@ -1957,21 +2667,24 @@ def check_memory_bandwidth(ctx: Context, torch: Any, index: int) -> CheckResult:
     nbytes = min(1 << 30, free // 8)
     src = torch.empty(nbytes // 4, dtype=torch.float32, device=device).fill_(1.0)
     dst = torch.empty_like(src)
-    seconds = time_cuda(torch, device, lambda: dst.copy_(src))
-    achieved = 2 * src.numel() * 4 / seconds / 1e9  # a copy reads and writes every byte
+    timing = time_cuda(torch, device, lambda: dst.copy_(src))
     peak = (peaks_for(gpu_name(ctx, index), ctx.peaks) or {}).get("mem_bw_gbs")
-    return record_perf(ctx, index, "mem_bw", achieved, "GB/s", peak, ctx.min_fraction["mem_bw"])
+    # a copy reads and writes every byte
+    return record_perf(ctx, index, "mem_bw", timing, 2 * src.numel() * 4 / 1e9, "GB/s", peak)
 
 
 def check_h2d(ctx: Context, torch: Any, index: int) -> CheckResult:
     device = f"cuda:{index}"
+    label = gpu_label(ctx, index)
     host = torch.empty(64 << 20, dtype=torch.float32).pin_memory()  # 256 MiB pinned
     target = torch.empty(host.shape, dtype=host.dtype, device=device)
-    seconds = time_cuda(torch, device, lambda: target.copy_(host, non_blocking=True))
-    achieved = host.numel() * 4 / seconds / 1e9
-    gpu = ctx.gpus[index] if index < len(ctx.gpus) else None
-    peak = pcie_peak_gbs(gpu.pcie_gen_max, gpu.pcie_width_max) if gpu else None
-    return record_perf(ctx, index, "h2d", achieved, "GB/s", peak, ctx.min_fraction["h2d"])
+    with TelemetrySampler(label) as sampler:  # the link trains down when idle: read it under load
+        timing = time_cuda(torch, device, lambda: target.copy_(host, non_blocking=True), min_seconds=1.0)
+    ctx.telemetry.setdefault(label, {})["h2d"] = sampler.samples
+    gpu = cuda_gpu(ctx, index)
+    # the card's own maximum: a Gen5 card in a Gen4 slot must not pass as a healthy Gen4 link
+    peak = pcie_peak_gbs(card_pcie_gen_max(gpu), gpu.pcie_width_max) if gpu else None
+    return record_perf(ctx, index, "h2d", timing, host.numel() * 4 / 1e9, "GB/s", peak)
 
 
 def performance_checks(ctx: Context, torch: Any) -> None:
@@ -1982,17 +2695,110 @@ def performance_checks(ctx: Context, torch: Any) -> None:
         ctx.add(skip("perf.gpu", "performance", "--skip-perf given"))
         return
     for index in range(torch.cuda.device_count()):
+        label = gpu_label(ctx, index)
         for dtype_name in MATMUL_DTYPES:
             run_check(
                 ctx,
-                f"perf.matmul_{dtype_name}[{index}]",
+                f"perf.matmul_{dtype_name}[{label}]",
                 "performance",
                 lambda i=index, t=dtype_name: check_matmul(ctx, torch, i, t),
             )
-        run_check(ctx, f"perf.mem_bw[{index}]", "performance", lambda i=index: check_memory_bandwidth(ctx, torch, i))
-        run_check(ctx, f"perf.h2d[{index}]", "performance", lambda i=index: check_h2d(ctx, torch, i))
+        run_check(ctx, f"perf.mem_bw[{label}]", "performance", lambda i=index: check_memory_bandwidth(ctx, torch, i))
+        run_check(ctx, f"perf.h2d[{label}]", "performance", lambda i=index: check_h2d(ctx, torch, i))
         torch.cuda.empty_cache()
+        gpu = cuda_gpu(ctx, index)
+        telemetry = ctx.telemetry.get(label, {})
+        run_check(ctx, f"health.clocks[{label}]", "health", lambda g=gpu, t=telemetry, n=label: check_clocks(n, g, t))
+        run_check(ctx, f"health.pcie[{label}]", "health", lambda g=gpu, t=telemetry, n=label: check_pcie_link(n, g, t))
+    for result in outlier_checks(ctx.perf):
+        ctx.add(result)
+    run_check(ctx, "perf.p2p", "performance", lambda: check_p2p(ctx, torch))
     run_check(ctx, "perf.nccl_allreduce", "performance", lambda: check_nccl(ctx, torch))
+
+
+def outlier_checks(perf: Sequence[PerfResult]) -> list[CheckResult]:
+    """Per metric with two or more GPUs: each GPU against the median of the node's other GPUs (so on a
+    two-GPU node, against the other card); below OUTLIER_FRACTION of it fails."""
+    results = []
+    metrics = sorted({item.metric for item in perf if item.gpu_index >= 0})
+    for metric in metrics:
+        values = {item.gpu_index: item.achieved for item in perf if item.metric == metric and item.gpu_index >= 0}
+        if len(values) < 2:
+            continue
+        others = {index: statistics.median(v for i, v in values.items() if i != index) for index in values}
+        slow = {index: value for index, value in values.items() if value < OUTLIER_FRACTION * others[index]}
+        details = {"values": values, "others_median": others, "min_fraction_of_others": OUTLIER_FRACTION}
+        if slow:
+            names = "; ".join(
+                f"GPU {index} {value:g} ({value / others[index]:.0%} of the other GPUs' median {others[index]:g})"
+                for index, value in slow.items()
+            )
+            text = (
+                f"{names}: below {OUTLIER_FRACTION:.0%}; look at that GPU's clocks, throttle reasons, power limit "
+                "and PCIe link (health.clocks, health.pcie)"
+            )
+            results.append(CheckResult(f"perf.outliers.{metric}", "performance", FAIL, text, details=details))
+        else:
+            text = f"{len(values)} GPUs, each within {OUTLIER_FRACTION:.0%} of the other GPUs' median"
+            results.append(CheckResult(f"perf.outliers.{metric}", "performance", PASS, text, details=details))
+    return results
+
+
+# A pair of GPUs whose peer copy runs below this share of the node's median pair is reported: a link that
+# trained down, a pair behind a slower switch, or P2P disabled between them.
+P2P_OUTLIER_FRACTION = 0.5
+
+
+def p2p_findings(matrix: dict[str, float], peer: dict[str, bool]) -> tuple[list[str], list[str]]:
+    """(failures, warnings) from the GB/s of each ordered pair "i->j" and whether CUDA offers peer access."""
+    failures, warnings = [], []
+    no_peer = sorted(pair for pair, ok in peer.items() if not ok)
+    if no_peer:
+        warnings.append(
+            f"no peer access between {', '.join(no_peer)}: copies go through host memory (PCIe ACS, the IOMMU, "
+            "or GPUs under different CPU sockets); `nvidia-smi topo -p2p r` shows it"
+        )
+    if len(matrix) >= 2:
+        median = statistics.median(matrix.values())
+        slow = {pair: value for pair, value in matrix.items() if value < P2P_OUTLIER_FRACTION * median}
+        if slow:
+            pairs = ", ".join(f"{pair} {value:.1f} GB/s" for pair, value in sorted(slow.items()))
+            failures.append(
+                f"{pairs}: below {P2P_OUTLIER_FRACTION:.0%} of the median pair ({median:.1f} GB/s); "
+                "check those GPUs' links (health.nvlink, health.pcie)"
+            )
+    return failures, warnings
+
+
+def check_p2p(ctx: Context, torch: Any) -> CheckResult:
+    """A GPU-to-GPU copy bandwidth matrix (256 MiB per copy) on multi-GPU hosts."""
+    count = torch.cuda.device_count()
+    if count < 2:
+        return skip("perf.p2p", "performance", f"a P2P matrix needs >= 2 GPUs, found {count}", required=False)
+    matrix: dict[str, float] = {}
+    peer: dict[str, bool] = {}
+    nbytes = 256 << 20
+    for src in range(count):
+        data = torch.empty(nbytes // 4, dtype=torch.float32, device=f"cuda:{src}")
+        for dst in range(count):
+            if src == dst:
+                continue
+            pair = f"{gpu_label(ctx, src)}->{gpu_label(ctx, dst)}"
+            peer[pair] = bool(torch.cuda.can_device_access_peer(src, dst))
+            target = torch.empty_like(data, device=f"cuda:{dst}")
+            timing = time_cuda(torch, f"cuda:{src}", lambda t=target, d=data: t.copy_(d), min_seconds=0.25, repeats=3)
+            matrix[pair] = round(nbytes / timing.median / 1e9, 2)
+            del target
+        del data
+        torch.cuda.empty_cache()
+    failures, warnings = p2p_findings(matrix, peer)
+    text = f"{len(matrix)} GPU pairs: {min(matrix.values()):.1f}..{max(matrix.values()):.1f} GB/s"
+    status = FAIL if failures else WARN if warnings else PASS
+    problems = failures + warnings
+    details = {"gbs": matrix, "peer_access": peer}
+    return CheckResult(
+        "perf.p2p", "performance", status, text + (": " + "; ".join(problems) if problems else ""), details=details
+    )
 
 
 def _free_port() -> int:
@@ -2001,8 +2807,14 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def nccl_worker(rank: int, world_size: int, port: int, nbytes: int, out_path: str, timeout_s: float = 120.0) -> None:
-    """One rank of the all-reduce benchmark (module level: torch.multiprocessing.spawn pickles it)."""
+# All-reduce sizes of the sweep (bytes): latency-bound, middle, bandwidth-bound; judged at the largest.
+NCCL_SIZES = (1 << 20, 16 << 20, 256 << 20, 1 << 30)
+
+
+def nccl_worker(
+    rank: int, world_size: int, port: int, sizes: Sequence[int], out_path: str, timeout_s: float = 120.0
+) -> None:
+    """One rank of the all-reduce sweep (module level: torch.multiprocessing.spawn pickles it)."""
     import torch
     import torch.distributed as dist
 
@@ -2015,19 +2827,23 @@ def nccl_worker(rank: int, world_size: int, port: int, nbytes: int, out_path: st
         timeout=datetime.timedelta(seconds=timeout_s),
     )
     try:
-        tensor = torch.full((nbytes // 4,), float(rank + 1), device=f"cuda:{rank}")
-        dist.all_reduce(tensor)
-        correct = bool(torch.all(tensor == world_size * (world_size + 1) / 2).item())
-        for _ in range(5):
+        seconds: dict[str, float] = {}
+        correct = True
+        for nbytes in sizes:
+            tensor = torch.full((nbytes // 4,), float(rank + 1), device=f"cuda:{rank}")
             dist.all_reduce(tensor)
-        torch.cuda.synchronize()
-        dist.barrier()
-        iterations = 20
-        start = time.perf_counter()
-        for _ in range(iterations):
-            dist.all_reduce(tensor)
-        torch.cuda.synchronize()
-        seconds = (time.perf_counter() - start) / iterations
+            correct = correct and bool(torch.all(tensor == world_size * (world_size + 1) / 2).item())
+            for _ in range(5):
+                dist.all_reduce(tensor)
+            torch.cuda.synchronize()
+            dist.barrier()
+            iterations = 20
+            start = time.perf_counter()
+            for _ in range(iterations):
+                dist.all_reduce(tensor)
+            torch.cuda.synchronize()
+            seconds[str(nbytes)] = (time.perf_counter() - start) / iterations
+            del tensor
         if rank == 0:
             Path(out_path).write_text(json.dumps({"seconds": seconds, "correct": correct}), encoding="utf-8")
     finally:
@@ -2065,12 +2881,12 @@ def nccl_advice(text: str, shm: int | None) -> str:
     return "; ".join(advice)
 
 
-def run_nccl_ranks(torch: Any, count: int, nbytes: int, out_path: str, timeout: float) -> str | None:
+def run_nccl_ranks(torch: Any, count: int, sizes: Sequence[int], out_path: str, timeout: float) -> str | None:
     """Run one rank per GPU under a watchdog; None when they finished, else what went wrong and what to try."""
     shm = shm_bytes()
     try:
         context = torch.multiprocessing.start_processes(
-            nccl_worker, args=(count, _free_port(), nbytes, out_path, timeout), nprocs=count, join=False,
+            nccl_worker, args=(count, _free_port(), tuple(sizes), out_path, timeout), nprocs=count, join=False,
             start_method="spawn",
         )  # fmt: skip
         deadline = time.monotonic() + timeout + 30  # the ranks' own timeout first; then the watchdog
@@ -2089,6 +2905,34 @@ def run_nccl_ranks(torch: Any, count: int, nbytes: int, out_path: str, timeout: 
     return None
 
 
+# Minimum all-reduce bus bandwidth as a share of one GPU's NVLink (or PCIe) bandwidth per direction, by
+# topology. Published measurements (tests/fixtures/gpu_verify_sources/nccl_busbw.md): 8x H100 on NVSwitch
+# 370 GB/s (ring) to 480 GB/s (NVLink SHARP) of 478 GB/s of links; 8x A100 230 of 300 GB/s; two H100
+# PCIe on an NVLink bridge 116 of 319 GB/s (a third). A node that fell back from NVLink to PCIe (about
+# 20-25 GB/s) or lost links fails; PCIe pairs through the host, normal on workstations, pass at a quarter.
+NCCL_MIN_LINK_SHARE: dict[str, float] = {"nvswitch": 0.5, "nvlink": 0.25, "pcie": 0.25}
+
+
+def nccl_topology(ctx: Context, switches: int) -> tuple[str, float | None]:
+    """(topology, one GPU's link bandwidth per direction in GB/s, the lowest over the GPUs)."""
+    nvlink = [sum(speed for speed in (ctx.nvlink.get(gpu.index) or {}).values() if speed) for gpu in ctx.gpus]
+    if ctx.gpus and all(nvlink):
+        return ("nvswitch" if switches else "nvlink"), min(nvlink)
+    pcie = [pcie_peak_gbs(gpu.pcie_gen_max, gpu.pcie_width_max) for gpu in ctx.gpus]
+    known = [value for value in pcie if value]
+    return "pcie", (min(known) if known and len(known) == len(pcie) else None)
+
+
+def nccl_minimum(ctx: Context, topology: str, link_gbs: float | None) -> tuple[float, str]:
+    """The bus-bandwidth minimum and where it comes from (--min-nccl-busbw-gbs wins)."""
+    if ctx.args.min_nccl_busbw_gbs > 0:
+        return ctx.args.min_nccl_busbw_gbs, "--min-nccl-busbw-gbs"
+    if link_gbs is None:
+        return 0.0, f"{topology}: link bandwidth unknown, no minimum"
+    share = NCCL_MIN_LINK_SHARE[topology]
+    return round(share * link_gbs, 1), f"{share:.0%} of {link_gbs:.1f} GB/s per GPU over {topology}"
+
+
 def check_nccl(ctx: Context, torch: Any) -> CheckResult:
     count = torch.cuda.device_count()
     if count < 2:
@@ -2097,25 +2941,47 @@ def check_nccl(ctx: Context, torch: Any) -> CheckResult:
 
     if not dist.is_available() or not dist.is_nccl_available():
         return CheckResult("perf.nccl_allreduce", "performance", FAIL, "torch.distributed with NCCL is not available")
-    nbytes = 256 << 20
     timeout = float(ctx.args.nccl_timeout_s)
     with tempfile.TemporaryDirectory() as tmp:
         out_path = str(Path(tmp) / "nccl.json")
-        problem = run_nccl_ranks(torch, count, nbytes, out_path, timeout)
+        problem = run_nccl_ranks(torch, count, NCCL_SIZES, out_path, timeout)
         if problem:
             return CheckResult("perf.nccl_allreduce", "performance", FAIL, problem, details={"world_size": count})
         result = json.loads(Path(out_path).read_text(encoding="utf-8"))
-    busbw = allreduce_busbw_gbs(nbytes, result["seconds"], count)
-    ctx.perf.append(PerfResult(-1, f"{count} GPUs", "nccl_allreduce_busbw", round(busbw, 2), "GB/s"))
-    details = {"bus_bandwidth_gbs": busbw, "world_size": count, "bytes": nbytes, "correct": result["correct"]}
+    return judge_nccl(ctx, count, result, nvswitch_count())
+
+
+def judge_nccl(ctx: Context, count: int, result: dict[str, Any], switches: int) -> CheckResult:
+    """Bus bandwidth per size of the sweep; the largest is held to the topology's minimum."""
+    sweep = {int(size): allreduce_busbw_gbs(int(size), seconds, count) for size, seconds in result["seconds"].items()}
+    largest = max(sweep)
+    busbw = sweep[largest]
+    topology, link_gbs = nccl_topology(ctx, switches)
+    minimum, basis = nccl_minimum(ctx, topology, link_gbs)
+    ctx.perf.append(
+        PerfResult(-1, f"{count} GPUs", "nccl_allreduce_busbw", round(busbw, 2), "GB/s", link_gbs, None, None)
+    )
+    details = {
+        "bus_bandwidth_gbs": busbw,
+        "sweep_gbs": {str(size): round(value, 2) for size, value in sorted(sweep.items())},
+        "world_size": count,
+        "topology": topology,
+        "link_gbs": link_gbs,
+        "minimum_gbs": minimum,
+        "threshold_basis": basis,
+        "correct": result["correct"],
+    }
     if not result["correct"]:
         return CheckResult(
             "perf.nccl_allreduce", "performance", FAIL, "all-reduce returned a wrong sum", details=details
         )
-    minimum = ctx.args.min_nccl_busbw_gbs
     status = PASS if busbw >= minimum else FAIL
-    text = f"all-reduce of {nbytes >> 20} MiB over {count} GPUs: bus bandwidth {busbw:.1f} GB/s"
-    return CheckResult("perf.nccl_allreduce", "performance", status, text + f" (minimum {minimum:g})", details=details)
+    steps = ", ".join(f"{size >> 20} MiB {value:.1f}" for size, value in sorted(sweep.items()))
+    text = f"all-reduce over {count} GPUs ({topology}), bus bandwidth GB/s: {steps} (minimum {minimum:g}: {basis})"
+    if status == FAIL:
+        text += ": run `nvidia-smi topo -m` and NCCL_DEBUG=INFO to see which transport NCCL chose (a fallback from "
+        text += "NVLink to PCIe, or P2P disabled, shows there)"
+    return CheckResult("perf.nccl_allreduce", "performance", status, text, details=details)
 
 
 # --------------------------------------------------------------------------------------------
@@ -2233,7 +3099,12 @@ def default_env_name() -> str:
 def build_report(ctx: Context, started: float) -> dict[str, Any]:
     return {
         "schema_version": SCHEMA_VERSION,
-        "tool": {"name": "gpu_verify", "version": TOOL_VERSION},
+        "tool": {
+            "name": "gpu_verify",
+            "version": TOOL_VERSION,
+            "peaks_file": ctx.peaks_file,
+            "peak_models": len(ctx.peaks),
+        },
         "generated_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "duration_s": round(time.perf_counter() - started, 3),
         "mode": "cpu" if ctx.cpu_mode else "gpu",
@@ -2274,6 +3145,111 @@ def render_table(report: dict[str, Any], colour: bool) -> str:
     return "\n".join(lines)
 
 
+def junit_xml(report: dict[str, Any]) -> str:
+    """The checks as a JUnit test suite (CI systems show it): fail -> failure, skip -> skipped, warn -> a
+    passing test case whose system-out says WARN."""
+    checks = report["checks"]
+    suite = ET.Element(
+        "testsuite",
+        name=f"gpu_verify {report['host']['hostname']} [{report['environment']['name']}]",
+        tests=str(len(checks)),
+        failures=str(sum(1 for check in checks if check["status"] == FAIL)),
+        skipped=str(sum(1 for check in checks if check["status"] == SKIP)),
+        time=str(report["duration_s"]),
+        timestamp=report["generated_at"],
+    )
+    for check in checks:
+        case = ET.SubElement(
+            suite,
+            "testcase",
+            classname=f"gpu_verify.{check['category']}",
+            name=check["id"],
+            time=str(check["duration_s"]),
+        )
+        if check["status"] == FAIL:
+            ET.SubElement(case, "failure", message=check["message"][:500]).text = check["message"]
+        elif check["status"] == SKIP:
+            ET.SubElement(case, "skipped", message=check["message"][:500])
+        elif check["status"] == WARN:
+            ET.SubElement(case, "system-out").text = f"WARN: {check['message']}"
+    return ET.tostring(suite, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def _prom_label(value: Any) -> str:
+    return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def prometheus_text(report: dict[str, Any]) -> str:
+    """node_exporter textfile-collector metrics: one gauge per check and status (1 for the status it
+    ended with), the measured throughputs and the run's outcome, labelled by environment."""
+    env = _prom_label(report["environment"]["name"])
+    lines = [
+        "# HELP dlstack_gpu_verify_check_status 1 for the status a gpu_verify check ended with.",
+        "# TYPE dlstack_gpu_verify_check_status gauge",
+    ]
+    for check in report["checks"]:
+        labels = f'env="{env}",check="{_prom_label(check["id"])}",category="{_prom_label(check["category"])}"'
+        for status in STATUSES:
+            lines.append(
+                f'dlstack_gpu_verify_check_status{{{labels},status="{status}"}} {int(check["status"] == status)}'
+            )
+    lines += [
+        "# HELP dlstack_gpu_verify_performance Measured throughput (median of the timed runs).",
+        "# TYPE dlstack_gpu_verify_performance gauge",
+    ]
+    for perf in report["performance"]:
+        labels = (
+            f'env="{env}",gpu="{perf["gpu_index"]}",name="{_prom_label(perf["gpu_name"])}",'
+            f'metric="{perf["metric"]}",unit="{_prom_label(perf["unit"])}"'
+        )
+        lines.append(f"dlstack_gpu_verify_performance{{{labels}}} {perf['achieved']}")
+    summary = report["summary"]
+    lines += [
+        "# HELP dlstack_gpu_verify_exit_code 0 passed, 1 a required check failed, 3 the run could not finish.",
+        "# TYPE dlstack_gpu_verify_exit_code gauge",
+        f'dlstack_gpu_verify_exit_code{{env="{env}"}} {summary["exit_code"]}',
+        "# HELP dlstack_gpu_verify_last_run_timestamp_seconds When the report was written.",
+        "# TYPE dlstack_gpu_verify_last_run_timestamp_seconds gauge",
+        f'dlstack_gpu_verify_last_run_timestamp_seconds{{env="{env}"}} {int(time.time())}',
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_atomically(path: str, text: str) -> None:
+    """Write beside the target, then rename: node_exporter never reads half a file."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(
+        "w", dir=target.parent, prefix=f".{target.name}.", delete=False, encoding="utf-8"
+    ) as handle:
+        handle.write(text)
+    Path(handle.name).chmod(0o644)
+    Path(handle.name).replace(target)
+
+
+def write_outputs(args: argparse.Namespace, report: dict[str, Any]) -> str | None:
+    """The JSON report, JUnit XML and Prometheus textfile asked for; None, or the first write error."""
+    outputs: list[tuple[str | None, Callable[[], str]]] = [
+        (args.json_out, lambda: json.dumps(report, indent=2) + "\n"),
+        (args.junit, lambda: junit_xml(report)),
+        (args.prometheus, lambda: prometheus_text(report)),
+    ]
+    for path, render in outputs:
+        if not path:
+            continue
+        try:
+            write_atomically(path, render())
+        except OSError as exc:
+            return f"cannot write {path}: {exc}"
+    return None
+
+
+def default_peaks_file() -> str | None:
+    """The peaks file shipped beside the script (the role and the images put it there), if any."""
+    path = Path(__file__).resolve().with_name(PEAKS_FILE_NAME)
+    return str(path) if path.is_file() else None
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -2290,7 +3266,24 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--json", action="store_true", help="print the JSON report to stdout (instead of the table)")
     parser.add_argument("--json-out", metavar="FILE", help="write the JSON report to FILE")
-    parser.add_argument("--peaks", metavar="FILE", help='datasheet peaks JSON: {"<gpu name>": {"bf16": TFLOPs, ...}}')
+    parser.add_argument(
+        "--peaks",
+        metavar="FILE",
+        help='peaks JSON: {"<gpu name>": {"bf16": TFLOPs, ..., "healthy_bf16": fraction}} '
+        f"(default: {PEAKS_FILE_NAME} beside the script)",
+    )
+    parser.add_argument("--junit", metavar="FILE", help="also write the checks as JUnit XML to FILE")
+    parser.add_argument(
+        "--prometheus", metavar="FILE", help="also write node_exporter textfile-collector metrics to FILE (*.prom)"
+    )
+    parser.add_argument(
+        "--dcgm-level",
+        type=int,
+        default=1,
+        choices=(0, 1, 2, 3, 4),
+        help="run `dcgmi diag -r LEVEL` when dcgmi is installed (0: never; 3 for acceptance; default 1)",
+    )
+    parser.add_argument("--dcgm-timeout-s", type=float, default=0, help="seconds for dcgmi diag (default by level)")
     parser.add_argument("--data-dir", help="directory whose disk is audited (default /data, else /)")
     parser.add_argument("--env-name", help="name of this Python environment in the report (default: sys.prefix name)")
     parser.add_argument(
@@ -2339,13 +3332,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.detect:
         print(json.dumps(detect_report(), indent=2))
         return 0
-    if args.json_out:
+    for stale in (args.json_out, args.junit, args.prometheus):
         # a report left from an earlier run must never pass for this one's
-        with contextlib.suppress(OSError):  # absent, or not removable: writing it fails later and says so
-            Path(args.json_out).unlink()
+        with contextlib.suppress(OSError, TypeError):  # absent, or not removable: writing fails later and says so
+            Path(stale).unlink()
     try:
-        ctx = Context(args=args, peaks=load_peaks(args.peaks))
-        ctx.min_fraction = parse_min_fractions(args.min_fraction)
+        peaks_file = args.peaks or default_peaks_file()
+        ctx = Context(args=args, peaks=load_peaks(peaks_file), peaks_file=peaks_file)
+        ctx.fraction_overrides = parse_min_fractions(args.min_fraction)
     except (OSError, ValueError) as exc:
         print(f"gpu_verify: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -2354,19 +3348,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
     run_phase(ctx, "system", _system_phase)
     run_phase(ctx, "health", health_checks)
+    run_phase(ctx, "nvlink", nvlink_checks)
+    run_phase(ctx, "fabric", fabric_checks)
+    run_phase(ctx, "dcgm", dcgm_checks)
     run_phase(ctx, "hardware", hardware_checks)
     if "torch" in wanted:
         run_phase(ctx, "torch", torch_checks)
     if "tensorflow" in wanted:
         run_phase(ctx, "tensorflow", tensorflow_checks)
     report = build_report(ctx, started)
-    if args.json_out:
-        try:
-            Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.json_out).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-        except OSError as exc:
-            print(f"gpu_verify: error: cannot write the report {args.json_out}: {exc}", file=sys.stderr)
-            return EXIT_INCOMPLETE
+    problem = write_outputs(args, report)
+    if problem:
+        print(f"gpu_verify: error: {problem}", file=sys.stderr)
+        return EXIT_INCOMPLETE
     if args.json:
         print(json.dumps(report, indent=2))
     else:

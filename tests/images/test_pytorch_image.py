@@ -100,6 +100,9 @@ def test_gpu_verify_passes_on_the_cpu(built: containers.BuildResult) -> None:
     checks = {check["id"]: check for check in report["checks"]}
     assert checks["torch.import"]["status"] == "pass"
     assert report["summary"]["status"] == "pass"
+    # the script found the peaks shipped beside it: on a GPU it would judge throughput per model
+    assert report["tool"]["peaks_file"] == "/opt/dlstack/gpu_verify_peaks.json"
+    assert report["tool"]["peak_models"] > 20
     assert not [c["id"] for c in report["checks"] if c["status"] == "fail"]
 
 

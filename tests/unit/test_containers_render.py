@@ -304,11 +304,15 @@ def test_write_context_assembles_the_build_context(tmp_path: Path, ca_file: Path
         "ca-certificates/00-lab-proxy.crt",
         "ca-certificates/01-lab-proxy.crt",
         "gpu_verify.py",
+        "gpu_verify_peaks.json",
         "healthcheck.sh",
     ]
     for script in ("gpu_verify.py", "healthcheck.sh"):
         assert (dest / script).stat().st_mode & stat.S_IXUSR
     assert (dest / "ca-certificates/00-lab-proxy.crt").read_text(encoding="utf-8") == CA_PEM
+    peaks = json.loads((dest / "gpu_verify_peaks.json").read_text(encoding="utf-8"))
+    assert peaks["NVIDIA H100 80GB HBM3"]["bf16"] == 989.5  # from dlstack/data/gpus.yml, with the healthy share
+    assert 0 < peaks["NVIDIA H100 80GB HBM3"]["healthy_bf16"] < 1
 
 
 def test_render_command_prints_every_planned_dockerfile(capsys: pytest.CaptureFixture[str]) -> None:

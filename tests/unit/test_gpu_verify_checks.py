@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def make_ctx(*argv: str, gpus=None):
     ctx = gv.Context(args=gv.parse_args(list(argv)))
+    ctx.fraction_overrides = gv.parse_min_fractions(ctx.args.min_fraction)
     ctx.gpus = list(gpus or [])
     return ctx
 
@@ -96,13 +97,17 @@ def test_fraction_of_peak_judged(achieved, peak, minimum, status):
 
 
 def test_record_perf_uses_peak_and_stores_measurement():
-    ctx = make_ctx(gpus=[h100()])
-    result = gv.record_perf(ctx, 0, "matmul_bf16", 741.75, "TFLOP/s", 989.0, 0.5)
+    ctx = make_ctx("--min-fraction", "bf16=0.5", gpus=[h100()])
+    # 741.75 TFLOP/s in the median run, 750 in the best
+    timing = gv.Timing([1 / 741.75, 1 / 750.0, 1 / 700.0])
+    result = gv.record_perf(ctx, 0, "matmul_bf16", timing, 1.0, "TFLOP/s", 989.0)
     assert result.status == gv.PASS
     assert result.id == "perf.matmul_bf16[0]"
-    assert "75% of 989" in result.message
+    assert "75% of 989 (minimum 50%: --min-fraction" in result.message
     (perf,) = ctx.perf
     assert perf.fraction == pytest.approx(0.75)
+    assert perf.best == pytest.approx(750.0)
+    assert perf.spread == pytest.approx(750 / 700 - 1, abs=1e-4)
     assert perf.gpu_name == "NVIDIA H100 80GB HBM3"
 
 
@@ -123,8 +128,8 @@ def test_load_peaks(tmp_path):
 
 
 def test_min_fraction_override_and_errors():
-    assert gv.parse_min_fractions(["bf16=0.7"])["bf16"] == 0.7
-    assert gv.parse_min_fractions([])["bf16"] == gv.DEFAULT_MIN_FRACTION["bf16"]
+    assert gv.parse_min_fractions(["bf16=0.7"]) == {"bf16": 0.7}
+    assert gv.parse_min_fractions([]) == {}  # no override: the per-model thresholds apply
     with pytest.raises(ValueError, match="KEY one of"):
         gv.parse_min_fractions(["int4=0.5"])
     with pytest.raises(ValueError, match=r"within 0\.\.1"):

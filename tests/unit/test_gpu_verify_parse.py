@@ -112,16 +112,17 @@ def test_query_csv_with_header():
 
 def test_query_csv_noheader_nounits_as_gpu_verify_asks():
     # the shape of `--format=csv,noheader,nounits` for QUERY_FIELDS, values as on an H100 SXM
-    line = "0, NVIDIA H100 80GB HBM3, GPU-x, 81559, 550.54.15, Enabled, Enabled, 5, 5, 16, 16, 28, 9.0"
+    line = "0, NVIDIA H100 80GB HBM3, GPU-x, 81559, 550.54.15, Enabled, Enabled, 5, 5, 16, 16, 28, 9.0, 5, 5"
     (gpu,) = gv.gpus_from_query(gv.parse_query_csv(line, gv.QUERY_FIELDS))
     assert gpu.memory_total_mib == 81559
     assert (gpu.pcie_gen_max, gpu.pcie_width_current) == (5, 16)
     assert gpu.compute_capability == "9.0"
     assert gpu.temperature_c == 28.0
+    assert (gpu.pcie_gen_gpumax, gpu.pcie_gen_hostmax) == (5, 5)
 
 
 def test_query_csv_na_values_become_none():
-    line = "0, Tesla T4, GPU-y, 15360, 460.32.03, [N/A], Disabled, [N/A], 3, 16, 16, 40, 7.5"
+    line = "0, Tesla T4, GPU-y, 15360, 460.32.03, [N/A], Disabled, [N/A], 3, 16, 16, 40, 7.5, [N/A], [N/A]"
     (gpu,) = gv.gpus_from_query(gv.parse_query_csv(line, gv.QUERY_FIELDS))
     assert gpu.ecc_mode is None
     assert gpu.pcie_gen_current is None

@@ -233,3 +233,36 @@ def test_ubuntu_server_version_needs_a_server_flavour(patched: dict[str, dict[st
 def test_ubuntu_packages_source_entries_are_urls(patched: dict[str, dict[str, Any]]) -> None:
     patched["ubuntu"]["releases"]["22.04"]["packages_source"].append("archive.ubuntu.com/multiverse")
     _fails(r"ubuntu.yml: releases.22.04.packages_source\[2\]: expected a URL, got 'archive.ubuntu.com/multiverse'")
+
+
+def _h100(files: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return next(g for g in files["gpus"]["gpus"] if g["name"] == "H100 SXM")
+
+
+def test_healthy_share_is_read_with_its_source() -> None:
+    gpu = next(g for g in load_matrix().gpus if g.name == "H100 SXM")
+    assert gpu.healthy == {"bf16": 0.803, "fp8": 0.709}
+
+
+SOURCE = {"source": "https://example.org/measured"}
+
+
+@pytest.mark.parametrize(
+    ("healthy", "message"),
+    [
+        ({"bf16": 80.3, **SOURCE}, r"healthy.bf16: expected a fraction of the peak in \(0, 1\], got 80.3"),
+        ({"int8": 0.9, **SOURCE}, r"healthy.int8: expected one of fp32, tf32, fp16, bf16, fp8, mem_bw"),
+        ({"bf16": 0.8}, r"healthy: missing key 'source'"),
+    ],
+)
+def test_bad_healthy_shares_are_refused(
+    patched: dict[str, dict[str, Any]], healthy: dict[str, Any], message: str
+) -> None:
+    _h100(patched)["healthy"] = healthy
+    _fails(message)
+
+
+def test_a_healthy_share_needs_its_peak(patched: dict[str, dict[str, Any]]) -> None:
+    gpu = next(g for g in patched["gpus"]["gpus"] if g["name"] == "Tesla T4")
+    gpu["healthy"] = {"bf16": 0.8, **SOURCE}
+    _fails(r"healthy.bf16: a fraction of which peak\? peaks has no bf16")

@@ -25,9 +25,15 @@ def test_script_installed(host):
     assert script.mode == 0o755
 
 
-def test_peaks_file_is_json(host):
-    # no GPU, so no names to look up: an empty mapping, but valid JSON
-    assert json.loads(host.file("/usr/local/lib/dlstack/peaks.json").content_string) == {}
+def test_the_peaks_table_is_beside_the_script(host, report):
+    # every model dlstack knows (a copy of the directory judges any host), from dlstack/data/gpus.yml
+    peaks = json.loads(host.file("/usr/local/lib/dlstack/gpu_verify_peaks.json").content_string)
+    assert peaks["NVIDIA H100 80GB HBM3"]["bf16"] == 989.5
+    assert peaks["NVIDIA H100 80GB HBM3"]["healthy_bf16"] == 0.803
+    assert not host.file("/usr/local/lib/dlstack/peaks.json").exists
+    # the script found it without --peaks
+    assert report["tool"]["peaks_file"] == "/usr/local/lib/dlstack/gpu_verify_peaks.json"
+    assert report["tool"]["peak_models"] == len(peaks)
 
 
 def test_schema_version(report):
