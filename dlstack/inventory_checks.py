@@ -20,7 +20,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 
 from dlstack import cloud, python_env
 from dlstack.data import load, ubuntu_releases
-from dlstack.matrix import KERNEL_MODULES, parse_cc, parse_driver_version, parse_major_minor
+from dlstack.matrix import KERNEL_MODULES, TORCH_COMPANIONS, parse_cc, parse_driver_version, parse_major_minor
 from dlstack.resolver import FRAMEWORK_ALIASES
 
 # what scripts/gpu_verify.py checks (--require=); JAX environments are built but not yet verified
@@ -194,7 +194,7 @@ def _requirement_problem(spec: Any) -> str | None:
         requirement = Requirement(spec)
     except InvalidRequirement as exc:
         return f"{spec!r} is not a pip requirement ({str(exc).splitlines()[0]})"
-    if requirement.name.lower() not in FRAMEWORK_ALIASES:
+    if requirement.name.lower() not in FRAMEWORK_ALIASES and requirement.name.lower() not in TORCH_COMPANIONS:
         return f"{spec!r} names {requirement.name!r}, not a framework dlstack resolves"
     return None
 
@@ -202,7 +202,7 @@ def _requirement_problem(spec: Any) -> str | None:
 def _rule_frameworks(value: Any) -> str | None:
     accepted = (
         "a list of pip requirements for torch, tensorflow or jax such as ['torch==2.9.*', 'tensorflow>=2.18', "
-        "'jax[cuda13]']"
+        "'jax[cuda13]'], and torchvision or torchaudio (a torch that has one)"
     )
     if not _is_list(value):
         return accepted

@@ -246,6 +246,12 @@ class FrameworkRelease:
     nccl: str
     variants: tuple[Variant, ...]  # preference order: PyPI's default first, then newest CUDA first
     source: str
+    # torch only: (name, release) of torchvision and torchaudio built for this one (None: none published)
+    companion_pairs: tuple[tuple[str, Version | None], ...] = ()
+
+    @property
+    def companions(self) -> dict[str, Version | None]:
+        return dict(self.companion_pairs)
 
 
 @dataclass(frozen=True)
@@ -640,9 +646,31 @@ def _load_pytorch(
         source = _source(entry, at)
         for version in _versions(entry, at):
             out.append(
-                FrameworkRelease("torch", version, python, entry["cudnn"], entry["nccl"], tuple(variants), source)
-            )
+                FrameworkRelease(
+                    "torch", version, python, entry["cudnn"], entry["nccl"], tuple(variants), source,
+                    companion_pairs=tuple(_torch_companions(data, where, version).items()),
+                )
+            )  # fmt: skip
     return tuple(sorted(out, key=lambda r: r.version, reverse=True))
+
+
+TORCH_COMPANIONS = ("torchvision", "torchaudio")
+
+
+def _torch_companions(data: Mapping[str, Any], where: _Where, version: Version) -> dict[str, Version | None]:
+    """pytorch.yml ``companions["X.Y.Z"]``: the torchvision and torchaudio releases paired with torch X.Y.Z."""
+    table = _get(data, "companions", dict, where)
+    at = where / "companions" / str(version)
+    entry = {str(key): value for key, value in table.items()}.get(str(version))
+    if entry is None:
+        raise at.fail(f"torch {version} has no entry: add its torchvision and torchaudio (null where none)")
+    pairs: dict[str, Version | None] = {}
+    for name in TORCH_COMPANIONS:
+        if name not in entry:
+            raise at.fail(f"missing key {name!r} (null when none is published)")
+        value = entry[name]
+        pairs[name] = None if value is None else _convert(Version, str(value), at / name)
+    return pairs
 
 
 def _load_jax(

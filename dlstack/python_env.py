@@ -20,6 +20,9 @@ from dlstack.data import load
 BACKENDS = ("venv", "conda")
 STATES = ("present", "absent")
 FRAMEWORKS = ("torch", "tensorflow", "jax")
+# Released in step with torch (pytorch.yml `companions`): installed at the release built for the resolved torch.
+TORCH_COMPANIONS = ("torchvision", "torchaudio")
+PROFILE_KEYS = frozenset({"extends", "frameworks", "companions", "companions_if_released", "packages"})
 ARCHITECTURES = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}
 VAR = "python_env_environments"
 
@@ -182,6 +185,65 @@ def _frameworks(env: Mapping[str, Any], profile: Mapping[str, Any], stack: Mappi
     return names
 
 
+def resolve_profile(profiles: Mapping[str, Any], name: str, seen: tuple[str, ...] = ()) -> dict[str, list[str]]:
+    """A profile with what it ``extends`` merged in first (frameworks, companions and packages, in order,
+    without repeats); a loop or an unknown parent is an error naming the profile."""
+    where = f"python_env_profiles.{name}"
+    if name in seen:
+        raise PlanError(f"{where}: 'extends' loops ({' -> '.join((*seen, name))})")
+    profile = profiles.get(name)
+    if not isinstance(profile, Mapping):
+        raise PlanError(f"{where} = {profile!r} is not a mapping (keys: {', '.join(sorted(PROFILE_KEYS))})")
+    unknown = sorted(set(profile) - PROFILE_KEYS)
+    if unknown:
+        raise PlanError(f"{where} has unknown keys {unknown}: accepted are {', '.join(sorted(PROFILE_KEYS))}")
+    merged: dict[str, list[str]] = {
+        key: [] for key in ("frameworks", "companions", "companions_if_released", "packages")
+    }
+    parent = profile.get("extends")
+    if parent:
+        if str(parent) not in profiles:
+            _choice(str(parent), sorted(profiles), f"{where}.extends")
+        merged = resolve_profile(profiles, str(parent), (*seen, name))
+    for key in merged:
+        for item in _str_list(profile.get(key, []), f"{where}.{key}"):
+            if item not in merged[key]:
+                merged[key].append(item)
+    for key in ("companions", "companions_if_released"):
+        for item in merged[key]:
+            _choice(item, TORCH_COMPANIONS, f"{where}.{key}")
+    return merged
+
+
+def companion_requirements(
+    frameworks: Sequence[str], profile: Mapping[str, list[str]], stack: Mapping[str, Any], where: str
+) -> tuple[list[str], dict[str, str]]:
+    """``torchvision==X`` for the resolved torch; (requirements, {companion: why it was left out})."""
+    wanted = [*profile.get("companions", []), *profile.get("companions_if_released", [])]
+    if not wanted:
+        return [], {}
+    if "torch" not in frameworks:
+        raise PlanError(
+            f"{where}: {', '.join(wanted)} go with torch, but the environment's frameworks are {list(frameworks)}"
+        )
+    torch = stack["frameworks"]["torch"]
+    paired = torch.get("companions") or {}
+    requirements, skipped = [], {}
+    for name in wanted:
+        version = paired.get(name)
+        if version:
+            requirements.append(f"{name}=={version}")
+        elif name in profile.get("companions", []):
+            raise PlanError(
+                f"{where} needs {name}, but no {name} was released for the resolved torch {torch['version']}: add "
+                f"{name!r} to dlstack_frameworks (the resolver then picks the newest torch that has one), or pin "
+                "an older torch there"
+            )
+        else:
+            skipped[name] = f"no {name} release for torch {torch['version']} (dlstack/data/pytorch.yml companions)"
+    return requirements, skipped
+
+
 def _display_name(python: str, name: str, frameworks: list[str], stack: Mapping[str, Any]) -> str:
     parts = [name]
     for fw in frameworks:
@@ -213,7 +275,7 @@ def _plan_one(
     profile_name = str(env.get("profile", "") or "")
     if profile_name and profile_name not in profiles:
         _choice(profile_name, sorted(profiles), _where(index, "profile"))
-    profile = profiles.get(profile_name, {}) if profile_name else {}
+    profile = resolve_profile(profiles, profile_name) if profile_name else {}
     python = str(env.get("python", "") or "")
     if python and not _PYTHON_RE.match(python):
         raise PlanError(f"{_where(index, 'python')} = {python!r} is not of the form 3.X (e.g. '3.12')")
@@ -221,10 +283,16 @@ def _plan_one(
         host = str(settings.get("host_python", ""))
         python = str(stack.get("python") or host) if backend == "conda" else host
     frameworks = _frameworks(env, profile, stack, index) if state == "present" else []
-    packages = _str_list(profile.get("packages", []), f"python_env_profiles.{profile_name}.packages")
+    packages = list(profile.get("packages", []))
     packages += _str_list(env.get("packages", []), _where(index, "packages"))
     kernel = bool(env.get("kernel", settings.get("kernels", True)))
     requirements = [framework_requirement(fw, stack["frameworks"][fw]) for fw in frameworks]
+    companions, skipped = (
+        companion_requirements(frameworks, profile, stack, f"{VAR}[{index}] (profile {profile_name})")
+        if state == "present"
+        else ([], {})
+    )
+    requirements += companions
     requirements += [p for p in packages if p not in requirements]
     if kernel and "ipykernel" not in requirements:
         requirements.append("ipykernel")
@@ -236,6 +304,7 @@ def _plan_one(
         if url and url not in extra_index_urls:
             extra_index_urls.append(url)
     versions: dict[str, str] = {fw: str(stack["frameworks"][fw]["version"]) for fw in frameworks}
+    versions |= {req.split("==")[0]: req.split("==")[1] for req in companions}
     if frameworks:
         versions["cuda"] = framework_cuda(frameworks[0], stack["frameworks"][frameworks[0]])
     path = str(env.get("path") or f"{str(settings.get('envs_dir', '/opt/dlstack/envs')).rstrip('/')}/{name}")
@@ -259,6 +328,7 @@ def _plan_one(
         "kernel_name": f"dlstack-{name.lower()}",
         "display_name": _display_name(python, name, frameworks, stack),
         "lock": str(env.get("lock", "") or ""),
+        "skipped_companions": skipped,
     }
 
 
@@ -295,6 +365,7 @@ def local_fact(plans: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
                 "framework_cuda": dict(p["framework_cuda"]),
                 "kernel": p["kernel_name"] if p["kernel"] else "",
                 "lock": f"{p['path']}/dlstack-lock.txt",
+                "skipped_companions": dict(p.get("skipped_companions") or {}),
             }
             for p in plans
             if p["state"] == "present"

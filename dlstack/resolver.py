@@ -35,6 +35,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from dlstack.matrix import (
     CC,
     KERNEL_MODULES,
+    TORCH_COMPANIONS,
     UBUNTU_FLAVOURS,
     CudaRelease,
     DriverBranch,
@@ -97,9 +98,11 @@ class FrameworkChoice:
     index: str  # "pypi" or "pytorch"
     index_url: str | None
     requirement: str
+    # torch: {"torchvision": "0.29.1", "torchaudio": None}: the releases built for this torch
+    companions: Mapping[str, str | None] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "version": self.version,
             "variant": self.variant,
             "cuda": self.cuda,
@@ -107,6 +110,9 @@ class FrameworkChoice:
             "index_url": self.index_url,
             "requirement": self.requirement,
         }
+        if self.name == "torch":
+            out["companions"] = dict(self.companions)
+        return out
 
 
 @dataclass(frozen=True)
@@ -583,6 +589,37 @@ def _parse_cuda(value: str, matrix: Matrix) -> CudaRelease:
     return found
 
 
+def _parse_companion(spec: str, requirement: Requirement, matrix: Matrix) -> _FrameworkSpec:
+    """``torchvision`` / ``torchaudio>=2.9``: a torch that has a matching release of it (pytorch.yml
+    companions); the torch spec it becomes is merged with any torch spec given beside it."""
+    name = requirement.name.lower()
+    releases = [
+        r
+        for r in matrix.frameworks["torch"]
+        if r.companions.get(name) is not None and requirement.specifier.contains(r.companions[name], prereleases=True)  # type: ignore[arg-type]
+    ]
+    if not releases:
+        paired = ", ".join(
+            f"{r.companions[name]} (torch {r.version})"
+            for r in matrix.frameworks["torch"][:6]
+            if r.companions.get(name)
+        )
+        raise ValueError(f"framework {spec!r}: no torch dlstack knows has a {name} that matches; newest: {paired}")
+    return _FrameworkSpec("torch", str(spec).strip(), tuple((r, v) for r in releases for v in r.variants))
+
+
+def _is_companion(*texts: str) -> bool:
+    """Whether one of two torch specs came from torchvision/torchaudio (those combine with a torch spec)."""
+    return any(re.match(rf"\s*({'|'.join(TORCH_COMPANIONS)})\b", text, re.IGNORECASE) for text in texts)
+
+
+def _merge_specs(first: _FrameworkSpec, second: _FrameworkSpec) -> _FrameworkSpec | None:
+    """torch given with torchvision/torchaudio: the candidates both allow (None when there are none)."""
+    allowed = set(second.candidates)
+    both = tuple(pair for pair in first.candidates if pair in allowed)
+    return _FrameworkSpec(first.name, f"{first.text}, {second.text}", both) if both else None
+
+
 def _parse_framework(spec: str, matrix: Matrix) -> _FrameworkSpec:
     text = str(spec).strip()
     local = re.search(r"\+(cu\d{3}|cpu)\b", text)
@@ -590,10 +627,13 @@ def _parse_framework(spec: str, matrix: Matrix) -> _FrameworkSpec:
         requirement = Requirement(re.sub(r"\+(cu\d{3}|cpu)\b", "", text))
     except InvalidRequirement as exc:
         raise ValueError(f"framework {spec!r} is not a pip requirement such as 'torch==2.9.*': {exc}") from None
+    if requirement.name.lower() in TORCH_COMPANIONS:
+        return _parse_companion(spec, requirement, matrix)
     name = FRAMEWORK_ALIASES.get(requirement.name.lower())
     if name is None:
         raise ValueError(
-            f"framework {spec!r}: {requirement.name!r} is not one dlstack resolves; accepted: torch, tensorflow, jax"
+            f"framework {spec!r}: {requirement.name!r} is not one dlstack resolves; accepted: torch, tensorflow, jax "
+            f"and, as constraints on torch, {' and '.join(TORCH_COMPANIONS)}"
         )
     if local and local.group(1) == "cpu":
         raise ValueError(f"framework {spec!r}: CPU-only builds need no GPU stack; drop the +cpu suffix")
@@ -784,7 +824,15 @@ def _inputs(
         parsed = attempt(lambda spec=spec: _parse_framework(spec, matrix))
         if parsed is None:
             continue
-        if any(s.name == parsed.name for s in specs):
+        twin = next((s for s in specs if s.name == parsed.name), None)
+        if twin is not None and parsed.name == "torch" and _is_companion(twin.text, parsed.text):
+            merged = _merge_specs(twin, parsed)
+            if merged is None:
+                errors.append(f"framework {twin.text!r} and {spec!r}: no torch release satisfies both")
+                continue
+            specs[specs.index(twin)] = merged
+            continue
+        if twin is not None:
             errors.append(f"framework {spec!r}: {parsed.name} is given twice; combine the specifiers in one spec")
             continue
         specs.append(parsed)
@@ -1273,16 +1321,18 @@ def _stack(inp: _Inputs, s: _State, m: Matrix) -> Stack:
         if name not in s.fw:
             continue
         release, variant = s.fw[name]
+        companions: dict[str, str | None] = {}
         if name == "torch":
             url = None if variant.index == "pypi" else f"https://download.pytorch.org/whl/{variant.name}"
             requirement = f"torch=={release.version}"
+            companions = {key: (None if value is None else str(value)) for key, value in release.companions.items()}
         elif name == "jax":
             url, requirement = None, f"jax[{variant.name}]=={release.version}"
         else:
             url, requirement = None, f"tensorflow[and-cuda]=={release.version}"
         choices.append(
             FrameworkChoice(
-                name, str(release.version), variant.name, variant.cuda_name, variant.index, url, requirement
+                name, str(release.version), variant.name, variant.cuda_name, variant.index, url, requirement, companions
             )
         )
     packaged = s.os.drivers.get(s.driver.branch)

@@ -4,7 +4,8 @@ A throwaway container from the local 24.04 image gets the sandbox inventory's gr
 same settings `scripts/bootstrap site` uses). The steps build on each other:
 
 1. check mode on the fresh host does not fail; the converge succeeds, with the data as it was some
-   time ago (``DLSTACK_DATA_DIR``: no driver branch after 580, no torch 2.15), and records the
+   time ago (``DLSTACK_DATA_DIR``: no driver branch after 580, not the newest torch that has a
+   torchvision), and records the
    stack in the lock file beside the inventory and on the host;
 2. the data moves on (today's dlstack/data: a newer branch and a newer torch appear) and site.yml
    runs again: nothing changes, the lock is unchanged, preflight says what newer stack is offered;
@@ -43,7 +44,11 @@ def older_data(directory: Path) -> Path:
     drivers["branches"] = {b: info for b, info in drivers["branches"].items() if int(b) <= OLD_BRANCH_MAX}
     (directory / "drivers.yml").write_text(yaml.safe_dump(drivers, sort_keys=False), encoding="utf-8")
     pytorch = yaml.safe_load((DATA_DIR / "pytorch.yml").read_text(encoding="utf-8"))
-    pytorch["releases"] = pytorch["releases"][1:]  # newest first: the newest release is taken out
+    # newest first: every release up to the newest one with a torchvision is taken out (the sandbox asks
+    # for torchvision, so the resolver picks the newest torch that has one: today's data must offer a newer)
+    releases, pairs = pytorch["releases"], {str(k): v for k, v in pytorch["companions"].items()}
+    newest = next(i for i, r in enumerate(releases) if any(pairs[str(v)]["torchvision"] for v in r["versions"]))
+    pytorch["releases"] = releases[newest + 1 :]
     (directory / "pytorch.yml").write_text(yaml.safe_dump(pytorch, sort_keys=False), encoding="utf-8")
     return directory
 

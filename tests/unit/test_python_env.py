@@ -208,3 +208,78 @@ def test_uv_requirement_is_hash_pinned():
     line = pe.uv_requirement("amd64")
     data = load("miniforge")["uv"]
     assert line == f"uv=={data['version']} --hash=sha256:{data['sha256']['x86_64']}"
+
+
+# --- the role's profiles: complete environments, companions paired through the data
+
+
+def role_profiles() -> dict[str, Any]:
+    from pathlib import Path
+
+    import yaml
+
+    defaults = Path(__file__).resolve().parents[2] / "roles/python_env/defaults/main.yml"
+    return yaml.safe_load(defaults.read_text(encoding="utf-8"))["python_env_profiles"]
+
+
+@pytest.fixture(scope="module")
+def vision_stack() -> dict[str, Any]:
+    return resolve(os="24.04", frameworks=("torch", "torchvision")).to_dict()
+
+
+def test_the_pytorch_profile_is_a_complete_environment(vision_stack):
+    (p,) = pe.plan_environments([{"name": "pt", "profile": "pytorch"}], vision_stack, role_profiles(), SETTINGS)
+    torch = vision_stack["frameworks"]["torch"]
+    vision = torch["companions"]["torchvision"]
+    assert p["requirements"][:2] == [torch["requirement"], f"torchvision=={vision}"]
+    for package in ("numpy", "pandas", "matplotlib", "scikit-learn", "tensorboard", "tqdm", "ipykernel"):
+        assert package in p["requirements"]
+    assert p["versions"]["torchvision"] == vision
+    # torchaudio ended with 2.11: left out for a newer torch, and said so
+    assert p["skipped_companions"] == {
+        "torchaudio": f"no torchaudio release for torch {torch['version']} (dlstack/data/pytorch.yml companions)"
+    }
+
+
+def test_torchaudio_is_installed_where_it_was_released():
+    stack = resolve(os="24.04", frameworks=("torch", "torchaudio")).to_dict()
+    (p,) = pe.plan_environments([{"name": "pt", "profile": "pytorch"}], stack, role_profiles(), SETTINGS)
+    audio = stack["frameworks"]["torch"]["companions"]["torchaudio"]
+    assert f"torchaudio=={audio}" in p["requirements"]
+    assert p["skipped_companions"] == {}
+
+
+def test_huggingface_extends_pytorch(vision_stack):
+    (p,) = pe.plan_environments([{"name": "hf", "profile": "huggingface"}], vision_stack, role_profiles(), SETTINGS)
+    assert p["requirements"][1].startswith("torchvision==")
+    assert p["requirements"].index("pandas") < p["requirements"].index("transformers")
+    for package in ("transformers", "datasets", "diffusers", "accelerate", "safetensors", "tokenizers", "evaluate"):
+        assert package in p["requirements"]
+
+
+def test_a_torch_without_torchvision_fails_the_plan_naming_the_fix():
+    stack = resolve(os="24.04", frameworks=("torch==2.15.*",)).to_dict()
+    with pytest.raises(pe.PlanError, match=r"needs torchvision, but no torchvision was released for the resolved torch "
+                       r"2\.15\.0: add 'torchvision' to dlstack_frameworks"):  # fmt: skip
+        pe.plan_environments([{"name": "pt", "profile": "pytorch"}], stack, role_profiles(), SETTINGS)
+
+
+@pytest.mark.parametrize(
+    ("profiles", "message"),
+    [
+        ({"a": {"extends": "b"}, "b": {"extends": "a"}}, r"python_env_profiles\.a: 'extends' loops \(a -> b -> a\)"),
+        ({"a": {"extends": "nope"}}, r"python_env_profiles\.a\.extends = 'nope' is not accepted"),
+        ({"a": {"frameworks": ["torch"], "companions": ["torchtext"]}}, r"python_env_profiles\.a\.companions = "),
+        ({"a": {"pakages": ["x"]}}, r"python_env_profiles\.a has unknown keys \['pakages'\]"),
+    ],
+)
+def test_bad_profiles_name_the_profile(vision_stack, profiles, message):
+    with pytest.raises(pe.PlanError, match=message):
+        pe.plan_environments([{"name": "x", "profile": "a"}], vision_stack, profiles, SETTINGS)
+
+
+def test_companions_need_torch(vision_stack):
+    profiles = {"tf": {"frameworks": ["tensorflow"], "companions": ["torchvision"]}}
+    stack = resolve(os="24.04", frameworks=("torchvision", "tensorflow")).to_dict()
+    with pytest.raises(pe.PlanError, match=r"torchvision go with torch, but the environment's frameworks are"):
+        pe.plan_environments([{"name": "x", "profile": "tf"}], stack, profiles, SETTINGS)

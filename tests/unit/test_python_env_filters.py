@@ -52,6 +52,7 @@ def test_fact_of_a_plan(filters):
                 "framework_cuda": {},
                 "kernel": "dlstack-plain",
                 "lock": "/opt/dlstack/envs/plain/dlstack-lock.txt",
+                "skipped_companions": {},
             }
         ]
     }

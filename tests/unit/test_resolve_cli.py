@@ -54,6 +54,8 @@ def test_h100_newest_torch_on_noble() -> None:
         "index": "pypi",
         "index_url": None,
         "requirement": "torch==2.15.0",
+        # no torchvision was published for 2.15.0 on 2026-11-30, and torchaudio ended with 2.11
+        "companions": {"torchvision": None, "torchaudio": None},
     }
     assert stack["driver"]["min_version"] == "595.45.04"
     assert stack["driver"]["kernel_modules"] == "open"

@@ -67,11 +67,33 @@ def test_user_in_data_group(host):
 
 
 def test_login_shell_points_caches_at_data_dir(host):
-    out = host.check_output("bash -lc 'echo $HF_HOME $TORCH_HOME'")
-    assert out.split() == [f"{DATA_DIR}/cache/huggingface", f"{DATA_DIR}/cache/torch"]
+    out = host.check_output("bash -lc 'echo $HF_HOME $TORCH_HOME $KERAS_HOME'")
+    assert out.split() == [f"{DATA_DIR}/cache/huggingface", f"{DATA_DIR}/cache/torch", f"{DATA_DIR}/cache/keras"]
+
+
+def test_a_users_own_cache_setting_wins_in_login_shells(host):
+    assert host.check_output("HF_HOME=/srv/hf bash -lc 'echo $HF_HOME'") == "/srv/hf"
+
+
+def test_services_get_the_same_caches_from_the_environment_file(host):
+    # systemd reads it for services (EnvironmentFile=): the JupyterLab units of python_env do
+    env = dict(
+        line.split("=", 1)
+        for line in host.file("/etc/dlstack/data.env").content_string.splitlines()
+        if line and not line.startswith("#")
+    )
+    assert env == {
+        "DLSTACK_DATA_DIR": DATA_DIR,
+        "HF_HOME": f"{DATA_DIR}/cache/huggingface",
+        "TORCH_HOME": f"{DATA_DIR}/cache/torch",
+        "KERAS_HOME": f"{DATA_DIR}/cache/keras",
+    }
+    for path in env.values():
+        assert host.file(path).is_directory
 
 
 def test_local_fact_published(host):
     fact = json.loads(host.file("/etc/ansible/facts.d/common.fact").content_string)
     assert fact["data_dir"] == DATA_DIR
     assert fact["timezone"] == "Europe/Berlin"
+    assert fact["environment_file"] == "/etc/dlstack/data.env"

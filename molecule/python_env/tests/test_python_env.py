@@ -60,7 +60,7 @@ def py(host, env, code):
 @pytest.fixture(scope="module")
 def stack(host):
     release = host.system_info.release
-    return resolve(os=release, frameworks=("torch", "tensorflow")).to_dict()
+    return resolve(os=release, frameworks=("torch", "torchvision", "tensorflow")).to_dict()
 
 
 @pytest.fixture(scope="module")
@@ -109,15 +109,19 @@ def test_nvidia_cuda_wheels_came_along(host, env):
 def test_local_fact_lists_the_built_environments(fact, stack):
     envs = {e["name"]: e for e in fact["environments"]}
     # "forge" (conda) is rendered only: no interpreter, so not published.
-    assert sorted(envs) == ["pytorch", "tensorflow"]
+    assert sorted(envs) == ["hf", "pytorch", "tensorflow"]
     torch = envs["pytorch"]
     assert torch["python"] == f"{ENVS}/pytorch/bin/python"
     assert torch["backend"] == "venv"
     assert torch["frameworks"] == ["torch"]
     assert torch["versions"] == {
         "torch": stack["frameworks"]["torch"]["version"],
+        "torchvision": stack["frameworks"]["torch"]["companions"]["torchvision"],
         "cuda": stack["frameworks"]["torch"]["cuda"],
     }
+    assert set(torch["skipped_companions"]) == (
+        set() if stack["frameworks"]["torch"]["companions"]["torchaudio"] else {"torchaudio"}
+    )
     assert envs["tensorflow"]["versions"]["tensorflow"] == stack["frameworks"]["tensorflow"]["version"]
 
 
@@ -235,3 +239,55 @@ def test_gpu_verify_report_passes_on_cpu(host, env, fw, fact):
     assert checks[f"{fw}.import"] == "pass"
     trained = "torch.lenet[cpu]" if fw == "torch" else "tensorflow.fit[/CPU:0]"
     assert checks[trained] == "pass"
+
+
+# --- complete environments: the profiles' packages, and the guides' programs as written
+
+
+@pytest.mark.parametrize(
+    ("env", "modules"),
+    [
+        ("pytorch", ["torchvision", "numpy", "pandas", "matplotlib", "sklearn", "tensorboard", "tqdm"]),
+        ("tensorflow", ["keras", "numpy", "pandas", "matplotlib", "sklearn", "tensorboard"]),
+        ("hf", ["torchvision", "transformers", "datasets", "diffusers", "accelerate", "safetensors", "evaluate"]),
+    ],
+)
+def test_profiles_are_complete_environments(host, env, modules):
+    code = f"import {', '.join(modules)}; import json; print(json.dumps(1))"
+    assert py(host, env, code) == 1
+
+
+def test_torchvision_is_the_release_paired_with_torch(host, stack):
+    paired = stack["frameworks"]["torch"]["companions"]["torchvision"]
+    out = host.check_output(f"{ENVS}/pytorch/bin/python -c 'import torchvision; print(torchvision.__version__)'")
+    assert out.split("+")[0] == paired
+    # and torch was not moved by it (torchvision pins its torch exactly)
+    assert (
+        py(host, "pytorch", "import torch, json; print(json.dumps(torch.__version__))").split("+")[0]
+        == (stack["frameworks"]["torch"]["version"])
+    )
+
+
+@pytest.mark.parametrize(
+    ("program", "env"),
+    [
+        ("seed000_cnn_rnn.py", "pytorch"),
+        ("seed004_simple_nn.py", "pytorch"),
+        ("seed001_keras.py", "tensorflow"),
+        ("seed003_huggingface.py", "hf"),
+    ],
+)
+def test_the_guides_programs_run_as_written(host, program, env):
+    # a login shell: HF_HOME, TORCH_HOME and KERAS_HOME point at the data directory (role common)
+    run = host.run(f"cd /tmp && bash -lc '{ENVS}/{env}/bin/python /root/guides/{program}'")
+    assert run.rc == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert run.stdout.strip().endswith(f"{program.split('_')[0]}: OK")
+
+
+def test_jupyterlab_gets_the_data_directory_caches(host):
+    # a service reads no /etc/profile.d: the unit's EnvironmentFile (role common's data.env) gives them
+    pid = host.check_output("systemctl show -p MainPID --value dlstack-jupyterlab-labuser")
+    environ = host.check_output(f"tr '\\0' '\\n' < /proc/{pid}/environ")
+    data_dir = json.loads(host.file("/etc/ansible/facts.d/common.fact").content_string)["data_dir"]
+    assert f"HF_HOME={data_dir}/cache/huggingface" in environ.splitlines()
+    assert f"TORCH_HOME={data_dir}/cache/torch" in environ.splitlines()
