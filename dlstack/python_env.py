@@ -22,7 +22,7 @@ STATES = ("present", "absent")
 FRAMEWORKS = ("torch", "tensorflow", "jax")
 # Released in step with torch (pytorch.yml `companions`): installed at the release built for the resolved torch.
 TORCH_COMPANIONS = ("torchvision", "torchaudio")
-PROFILE_KEYS = frozenset({"extends", "frameworks", "companions", "companions_if_released", "packages"})
+PROFILE_KEYS = frozenset({"extends", "frameworks", "companions", "companions_if_released", "packages", "exclude"})
 ARCHITECTURES = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}
 VAR = "python_env_environments"
 
@@ -198,7 +198,7 @@ def resolve_profile(profiles: Mapping[str, Any], name: str, seen: tuple[str, ...
     if unknown:
         raise PlanError(f"{where} has unknown keys {unknown}: accepted are {', '.join(sorted(PROFILE_KEYS))}")
     merged: dict[str, list[str]] = {
-        key: [] for key in ("frameworks", "companions", "companions_if_released", "packages")
+        key: [] for key in ("frameworks", "companions", "companions_if_released", "packages", "exclude")
     }
     parent = profile.get("extends")
     if parent:
@@ -294,6 +294,12 @@ def _plan_one(
     )
     requirements += companions
     requirements += [p for p in packages if p not in requirements]
+    excluded = list(profile.get("exclude", []))
+    if excluded and not settings.get("uv", True):
+        raise PlanError(
+            f"{VAR}[{index}] (profile {profile_name}) keeps {', '.join(excluded)} out of the environment, which "
+            "needs uv's overrides: set python_env_uv: true, or use a profile without 'exclude'"
+        )
     if kernel and "ipykernel" not in requirements:
         requirements.append("ipykernel")
     if name == settings.get("jupyterlab_environment") and "jupyterlab" not in requirements:
@@ -329,6 +335,8 @@ def _plan_one(
         "display_name": _display_name(python, name, frameworks, stack),
         "lock": str(env.get("lock", "") or ""),
         "skipped_companions": skipped,
+        # uv overrides: a requirement whose marker is never true keeps the package out, whoever depends on it
+        "overrides": [f"{name} ; sys_platform == 'never'" for name in excluded],
     }
 
 

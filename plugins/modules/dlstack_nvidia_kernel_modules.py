@@ -32,6 +32,11 @@ description:
   - When the running kernel's module package was built for another version of the driver (a release
     kernel's, for the release pocket's driver), apt cannot install both; the module then installs the
     driver with the meta alone, which brings the newest kernel and its modules.
+  - When the newest kernel whose modules the archive serves has modules built for an older point release
+    of the driver than the newest one (the archive published a driver update and the new kernels'
+    modules, but serves only the old kernels' yet), the driver is installed at the version those modules
+    were built for (their C(nvidia-kernel-common) dependency says which); a later run or the upgrade
+    playbook moves it on once the archive serves the rest.
   - Never installs a DKMS package. Supports check mode (reports what is missing).
 options:
   driver:
@@ -59,7 +64,7 @@ options:
   attempts:
     description: How many apt runs to try before giving up.
     type: int
-    default: 4
+    default: 6
   upgrade:
     description: Also move installed packages to the archive's newest version (a point release inside the
       branch; the caller releases the holds first). Without it, installed packages are left as they are.
@@ -165,6 +170,12 @@ class Plan:
     possible: bool = True
 
 
+# The start of the refusal when no kernel has servable, consistent precompiled modules (tests look for it).
+NO_PRECOMPILED = "No precompiled NVIDIA modules can be installed now: no"
+# The start of the refusal when the driver's own packages are listed but not served (the role's apt path
+# says the same: roles/nvidia_driver/vars/main.yml __nvidia_driver_not_served).
+NOT_SERVED = "Not installable today: the archive lists but does not serve"
+
 _UNSATISFIABLE = ("unmet dependencies", "unable to satisfy dependencies", "not going to be installed")
 
 
@@ -176,6 +187,37 @@ def blocks_the_driver(apt_output: str, package: str) -> bool:
     """
     text = apt_output.lower()
     return package in apt_output and any(marker in text for marker in _UNSATISFIABLE)
+
+
+_KERNEL_COMMON = re.compile(r"nvidia-kernel-common-[\w.+-]+ \((?P<op>>=|<=|=) (?P<version>[^)\s]+)\)")
+
+
+def upstream_version(version: str) -> str:
+    """``595.91.07-0ubuntu0.24.04.1`` -> ``595.91.07`` (epoch and Debian revision dropped)."""
+    return version.split(":")[-1].split("-")[0]
+
+
+def module_driver_version(show_output: str) -> str | None:
+    """The driver version a module package was built for, from ``apt-cache show``: its
+    ``nvidia-kernel-common-NNN (>= X)`` dependency, else the upstream part of ``(<= X-1)``."""
+    bounds: dict[str, str] = {}
+    for line in show_output.splitlines():
+        if line.startswith(("Depends:", "Pre-Depends:")):
+            for match in _KERNEL_COMMON.finditer(line):
+                bounds.setdefault(match.group("op"), upstream_version(match.group("version")))
+        if line.strip() == "" and bounds:
+            break  # the first (newest) version's stanza only
+    return bounds.get(">=") or bounds.get("=") or bounds.get("<=")
+
+
+def madison_versions(madison_output: str) -> list[str]:
+    """Versions from ``apt-cache madison``: `` pkg | 595.91.07-0ubuntu0.24.04.1 | http://... Packages``."""
+    versions = []
+    for line in madison_output.splitlines():
+        columns = [column.strip() for column in line.split("|")]
+        if len(columns) >= 3 and columns[1] and columns[1] not in versions:
+            versions.append(columns[1])
+    return versions
 
 
 def first_plan(driver: Sequence[str], meta: str, running: str, listed: set[str]) -> Plan:
@@ -196,23 +238,41 @@ def fallback_plan(
     prefix: str,
     unavailable: set[str],
     installed_module_kernels: Sequence[str],
+    installed_versions: dict[str, str] | None = None,
+    pins_for: Callable[[str], list[str] | None] | None = None,
 ) -> Plan:
-    """The driver alone when a kernel already has its modules, else the newest servable kernel's."""
+    """The driver alone, at the versions installed, when a kernel already has its modules (so apt neither
+    upgrades nor removes anything); else the modules of the newest kernel the archive serves them for, with
+    the driver at the version they were built for (``pins_for``: None when the archive no longer offers it)."""
     plan = Plan(list(driver))
     if installed_module_kernels:
+        installed = installed_versions or {}
+        plan.wanted = [f"{package}={installed[package]}" if installed.get(package) else package for package in driver]
         plan.messages.append(
             f"kernel {installed_module_kernels[0]} already has its NVIDIA module package; "
             "the boot guard keeps GRUB on a kernel that has one"
         )
         return plan
     for kernel in candidates:
-        if prefix + kernel not in unavailable:
-            plan.wanted.append(prefix + kernel)
+        module = prefix + kernel
+        if module in unavailable:
+            continue
+        pins = pins_for(module) if pins_for else list(driver)
+        if pins is None:
+            plan.messages.append(f"{module} is built for a driver version the archive no longer offers")
+            continue
+        plan.wanted = [*pins, module]
+        plan.messages.append(
+            f"installing the modules of kernel {kernel} (the newest the archive serves; its kernel "
+            "image comes with them): the host boots it until the newer kernel's modules are published"
+        )
+        if pins != list(driver):
             plan.messages.append(
-                f"installing the modules of kernel {kernel} (the newest the archive serves; its kernel "
-                "image comes with them): the host boots it until the newer kernel's modules are published"
+                f"{module} is built for an older point release of the driver than the newest: installing the "
+                f"driver at that version ({', '.join(pins)}); a later run or playbooks/upgrade.yml moves it on "
+                "once the archive serves the newer kernels' modules"
             )
-            return plan
+        return plan
     plan.possible = False
     return plan
 
@@ -251,6 +311,32 @@ def simulated_changes(packages: Sequence[str], runner: Runner) -> int:
     code, out = runner(["apt-get", "install", "-s", "--no-install-recommends", *packages])
     match = _SIMULATED.search(out) if code == 0 else None
     return int(match.group("upgraded")) + int(match.group("new")) if match else 0
+
+
+def driver_pins(driver: Sequence[str], version: str, runner: Runner) -> list[str] | None:
+    """``package=<archive version>`` for each driver package at upstream ``version``; None when one has none."""
+    pins = []
+    for package in driver:
+        code, out = runner(["apt-cache", "madison", package])
+        match = next((v for v in madison_versions(out) if upstream_version(v) == version), None) if code == 0 else None
+        if match is None:
+            return None
+        pins.append(f"{package}={match}")
+    return pins
+
+
+def driver_pins_for(driver: Sequence[str], runner: Runner) -> Callable[[str], list[str] | None]:
+    """For a module package: the driver packages at the version it was built for (``pkg=version``), the
+    driver unpinned when that cannot be read, None when the archive does not offer that version."""
+
+    def pins(module: str) -> list[str] | None:
+        code, out = runner(["apt-cache", "show", module])
+        version = module_driver_version(out) if code == 0 else None
+        if version is None:
+            return list(driver)
+        return driver_pins(driver, version, runner)
+
+    return pins
 
 
 def apt_install(packages: Sequence[str], runner: Runner) -> tuple[int, str]:
@@ -295,12 +381,21 @@ def converge(params: dict, runner: Runner, check_mode: bool) -> Result:
     for _ in range(params["attempts"]):
         code, out = apt_install(plan.wanted, runner)
         if code == 0:
-            result.installed = [p for p in plan.wanted if p not in installed]
+            result.installed = [p.split("=")[0] for p in plan.wanted if p.split("=")[0] not in installed]
             result.changed = installed_versions(runner) != before
             result.unavailable = sorted(unavailable)
             return result
         failed = unavailable_packages(out)
         running = prefix + kernel
+        userspace = sorted(name for name in failed if not name.startswith(prefix))
+        if userspace:
+            # the driver itself (or what it depends on) cannot be fetched: no kernel's modules help
+            result.failed = (
+                f"{NOT_SERVED} {', '.join(userspace)} (the mirror answers 404: it is mid-sync, or the upload was "
+                "withdrawn); nothing was installed. Rerun later, point common_apt_mirror at another mirror, or "
+                "choose another branch (dlstack_driver_branch)."
+            )
+            return result
         if not failed and running in plan.wanted and meta in plan.wanted and blocks_the_driver(out, running):
             # e.g. a release kernel whose module package was built for the release pocket's driver: the
             # meta brings the modules of the newest kernel instead, and the host boots that kernel
@@ -311,11 +406,21 @@ def converge(params: dict, runner: Runner, check_mode: bool) -> Result:
                 "kernel and its modules: the host runs NVIDIA's module after booting that kernel"
             )
             continue
+        held = not failed and meta in plan.wanted and "held packages were changed" in out.lower()
+        if held:
+            # the meta's newest kernel modules need a newer driver than the held one: not now (the upgrade
+            # playbook moves the driver); the modules a kernel already has stay as they are
+            failed = {meta}
+            result.messages.append(
+                f"{meta} needs a newer driver than the one installed and held; it is left out until "
+                "playbooks/upgrade.yml moves the driver"
+            )
         if not failed or failed <= unavailable:
             result.failed = f"apt-get install {' '.join(plan.wanted)} failed:\n{out.strip()[-2000:]}"
             return result
         unavailable |= failed
-        result.messages.append(f"the archive lists but does not serve: {', '.join(sorted(failed))}")
+        if not held:
+            result.messages.append(f"the archive lists but does not serve: {', '.join(sorted(failed))}")
         if params["meta_required"]:
             result.failed = (
                 f"{meta} cannot be installed now ({', '.join(sorted(failed))} cannot be fetched), and the desktop "
@@ -330,18 +435,23 @@ def converge(params: dict, runner: Runner, check_mode: bool) -> Result:
             prefix=prefix,
             unavailable=unavailable,
             installed_module_kernels=installed_module_kernels(installed, prefix),
+            installed_versions=before,
+            pins_for=driver_pins_for(params["driver"], runner),
         )
-        result.messages.append(
-            f"{meta} is left out until the archive serves it: without it, new kernels do not bring their "
-            "NVIDIA modules (the next run of this role retries)"
-        )
+        if not held:
+            result.messages.append(
+                f"{meta} is left out until the archive serves it: without it, new kernels do not bring their "
+                "NVIDIA modules (the next run of this role retries)"
+            )
         result.messages += plan.messages
         if not plan.possible:
             result.failed = (
-                f"No {kernel_flavour(kernel)} kernel has {prefix}* module packages that the archive serves "
-                f"(cannot fetch: {', '.join(sorted(unavailable))}); nothing was installed. Rerun when the archive "
-                "has them, or build the modules with DKMS (nvidia_driver_prefer_precompiled: false; under Secure "
-                "Boot the Machine Owner Key must then be enrolled)."
+                f"{NO_PRECOMPILED} {kernel_flavour(kernel)} kernel of the {kernel_series(kernel)} line has "
+                f"{prefix}* module packages that the archive serves for a driver version it offers (cannot fetch: "
+                f"{', '.join(sorted(unavailable))}{'; ' if plan.messages else ''}{'; '.join(plan.messages)}); "
+                "nothing was installed. Rerun when the archive serves them, or build the modules with DKMS "
+                "(nvidia_driver_prefer_precompiled: false; under Secure Boot the Machine Owner Key must then be "
+                "enrolled)."
             )
             return result
     result.failed = f"gave up after {params['attempts']} apt runs; cannot fetch: {', '.join(sorted(unavailable))}"
@@ -356,7 +466,7 @@ def main() -> None:
             "modules_prefix": {"type": "str", "required": True},
             "kernel": {"type": "str", "required": True},
             "meta_required": {"type": "bool", "default": False},
-            "attempts": {"type": "int", "default": 4},
+            "attempts": {"type": "int", "default": 6},
             "upgrade": {"type": "bool", "default": False},
         },
         supports_check_mode=True,

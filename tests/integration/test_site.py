@@ -112,6 +112,20 @@ def driver_branch_on_host(name: str) -> str:
     return str(docker_json(name, "cat", "/etc/ansible/facts.d/nvidia_driver.fact")["branch"])  # type: ignore[index]
 
 
+# The role's refusal when the archive lists the driver's packages but its mirror answers 404 for them
+# (roles/nvidia_driver/vars/main.yml); the steps after a refused first converge have nothing to build on.
+NOT_SERVED = yaml.safe_load((ROOT / "roles/nvidia_driver/vars/main.yml").read_text(encoding="utf-8"))[
+    "__nvidia_driver_not_served"
+]
+REFUSED: dict[str, str] = {}
+
+
+@pytest.fixture(autouse=True)
+def _skip_after_a_refused_first_converge():
+    if REFUSED:
+        pytest.skip(f"the first converge was refused, the archive does not serve the driver today: {REFUSED['why']}")
+
+
 class TestSiteAndTheLockedHost:
     def test_site_on_a_fresh_host_records_the_stack(self, host, old_data):
         name, inventory = host
@@ -121,6 +135,13 @@ class TestSiteAndTheLockedHost:
         assert not (inventory.parent / "dlstack.lock.yml").exists(), "check mode wrote the lock file"
 
         first = play(inventory, "site.yml", data=old_data)
+        flat = " ".join(first.stdout.split())
+        if first.returncode != 0 and NOT_SERVED in flat:
+            # the archive's state, not the product's: the role must refuse cleanly, naming what is not served
+            why = flat[flat.index(NOT_SERVED) :][:400]
+            assert "nothing was installed" in why, why
+            REFUSED["why"] = why
+            pytest.skip(f"the archive lists the old stack's driver but does not serve it today: {why}")
         assert first.returncode == 0, first.stdout[-5000:]
         assert recap(first, name)["changed"] > 0
 

@@ -34,7 +34,13 @@ def envs(*entries: dict[str, Any], **variables: Any) -> list[str]:
 
 def test_role_defaults_are_read_as_written():
     assert DEFAULTS["python_env"]["python_env_envs_dir"] == "/opt/dlstack/envs"
-    assert set(DEFAULTS["python_env"]["python_env_profiles"]) == {"pytorch", "tensorflow", "jax", "huggingface"}
+    assert set(DEFAULTS["python_env"]["python_env_profiles"]) == {
+        "pytorch",
+        "tensorflow",
+        "jax",
+        "huggingface",
+        "vision",
+    }
 
 
 def test_nothing_set_nothing_reported():
@@ -154,7 +160,7 @@ def test_a_repeated_name_is_reported_once_not_again_as_a_shared_directory():
 def test_an_unknown_profile_gets_a_suggestion():
     assert envs({"name": "a", "profile": "pytroch"}) == [
         f"{ENVS}[0].profile = 'pytroch' is not valid: expected a profile of python_env_profiles: huggingface, "
-        "jax, pytorch, tensorflow (did you mean pytorch?)"
+        "jax, pytorch, tensorflow, vision (did you mean pytorch?)"
     ]
 
 

@@ -283,3 +283,22 @@ def test_companions_need_torch(vision_stack):
     stack = resolve(os="24.04", frameworks=("torchvision", "tensorflow")).to_dict()
     with pytest.raises(pe.PlanError, match=r"torchvision go with torch, but the environment's frameworks are"):
         pe.plan_environments([{"name": "x", "profile": "tf"}], stack, profiles, SETTINGS)
+
+
+def test_the_vision_profile_keeps_the_gui_opencv_out(vision_stack):
+    (p,) = pe.plan_environments([{"name": "cv", "profile": "vision"}], vision_stack, role_profiles(), SETTINGS)
+    assert {"ultralytics", "opencv-python-headless", "pillow"} <= set(p["requirements"])
+    assert p["requirements"][1].startswith("torchvision==")
+    assert p["overrides"] == ["opencv-python ; sys_platform == 'never'"]
+
+
+def test_exclude_needs_uv(vision_stack):
+    with pytest.raises(pe.PlanError, match=r"keeps opencv-python out of the environment, which needs uv's overrides"):
+        pe.plan_environments(
+            [{"name": "cv", "profile": "vision"}], vision_stack, role_profiles(), {**SETTINGS, "uv": False}
+        )
+
+
+def test_profiles_without_exclude_have_no_overrides(vision_stack):
+    (p,) = pe.plan_environments([{"name": "pt", "profile": "pytorch"}], vision_stack, role_profiles(), SETTINGS)
+    assert p["overrides"] == []

@@ -1,7 +1,10 @@
 """Facts about a host converged with the common role."""
 
 import json
+import os
 import re
+import subprocess
+import time
 
 import pytest
 
@@ -97,3 +100,51 @@ def test_local_fact_published(host):
     assert fact["data_dir"] == DATA_DIR
     assert fact["timezone"] == "Europe/Berlin"
     assert fact["environment_file"] == "/etc/dlstack/data.env"
+
+
+# --- SSH for IDEs: a real login from the control machine on the release's loopback port
+
+
+def _ssh(host, user: str, command: str, *options: str):
+    port = 22000 + int(host.system_info.release.split(".")[0])
+    key = f"{os.environ['MOLECULE_EPHEMERAL_DIRECTORY']}/ide_key"
+    argv = ["ssh", "-i", key, "-p", str(port), "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+            "-o", "BatchMode=yes", "-o", "ConnectTimeout=20", *options, f"{user}@127.0.0.1", command]  # fmt: skip
+    for _ in range(20):  # ssh.socket may still be settling right after the converge
+        run = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+        if run.returncode != 255:
+            return run
+        time.sleep(1)
+    return run
+
+
+def test_an_ide_user_logs_in_with_a_key_and_runs_python(host):
+    run = _ssh(host, "ideuser", "python3 -c 'import sys; print(sys.executable)'; id -nG; echo $HF_HOME")
+    assert run.returncode == 0, run.stderr
+    executable, groups, hf_home = run.stdout.split("\n")[:3]
+    assert executable == "/usr/bin/python3"
+    assert "dlstack" in groups.split()
+    # a non-login `ssh host cmd` shell reads no /etc/profile.d: what VS Code's server and PyCharm use
+    # come from their own login shells; an interactive login gets the data directory's caches
+    assert hf_home in ("", f"{DATA_DIR}/cache/huggingface")
+
+
+def test_the_server_offers_keys_only(host):
+    # the server lists the methods it accepts when none succeeds: no "password" or "keyboard-interactive"
+    run = _ssh(host, "ideuser", "true", "-o", "PreferredAuthentications=none", "-o", "PubkeyAuthentication=no")
+    assert run.returncode == 255
+    assert "Permission denied (publickey)." in run.stderr, run.stderr
+
+
+def test_sshd_allows_what_ides_need(host):
+    settings = host.check_output("sshd -T").lower().splitlines()
+    assert "passwordauthentication no" in settings
+    assert "allowtcpforwarding yes" in settings  # VS Code Remote-SSH, Jupyter tunnels
+    assert any(line.startswith("subsystem sftp") for line in settings)  # PyCharm's deployment and interpreter
+
+
+def test_an_existing_users_own_key_stays(host):
+    keys = host.file("/home/labuser/.ssh/authorized_keys").content_string.splitlines()
+    assert any(line.endswith("labuser@own-laptop") for line in keys)
+    assert any(line.endswith("dlstack-ide-test") for line in keys)
+    assert _ssh(host, "labuser", "true").returncode == 0

@@ -109,7 +109,7 @@ def test_nvidia_cuda_wheels_came_along(host, env):
 def test_local_fact_lists_the_built_environments(fact, stack):
     envs = {e["name"]: e for e in fact["environments"]}
     # "forge" (conda) is rendered only: no interpreter, so not published.
-    assert sorted(envs) == ["hf", "pytorch", "tensorflow"]
+    assert sorted(envs) == ["hf", "pytorch", "tensorflow", "vision"]
     torch = envs["pytorch"]
     assert torch["python"] == f"{ENVS}/pytorch/bin/python"
     assert torch["backend"] == "venv"
@@ -250,6 +250,7 @@ def test_gpu_verify_report_passes_on_cpu(host, env, fw, fact):
         ("pytorch", ["torchvision", "numpy", "pandas", "matplotlib", "sklearn", "tensorboard", "tqdm"]),
         ("tensorflow", ["keras", "numpy", "pandas", "matplotlib", "sklearn", "tensorboard"]),
         ("hf", ["torchvision", "transformers", "datasets", "diffusers", "accelerate", "safetensors", "evaluate"]),
+        ("vision", ["torchvision", "ultralytics", "cv2", "PIL", "pandas"]),
     ],
 )
 def test_profiles_are_complete_environments(host, env, modules):
@@ -275,6 +276,7 @@ def test_torchvision_is_the_release_paired_with_torch(host, stack):
         ("seed004_simple_nn.py", "pytorch"),
         ("seed001_keras.py", "tensorflow"),
         ("seed003_huggingface.py", "hf"),
+        ("seed003_yolo.py", "vision"),
     ],
 )
 def test_the_guides_programs_run_as_written(host, program, env):
@@ -291,3 +293,14 @@ def test_jupyterlab_gets_the_data_directory_caches(host):
     data_dir = json.loads(host.file("/etc/ansible/facts.d/common.fact").content_string)["data_dir"]
     assert f"HF_HOME={data_dir}/cache/huggingface" in environ.splitlines()
     assert f"TORCH_HOME={data_dir}/cache/torch" in environ.splitlines()
+
+
+def test_the_headless_host_has_no_gui_opencv(host):
+    # libGL is not on this host: with opencv-python kept out (uv override), cv2 is the headless build
+    assert not host.file("/usr/lib/x86_64-linux-gnu/libGL.so.1").exists
+    out = host.check_output(f"{ENVS}/vision/bin/python -m pip list --format=json")
+    names = {p["name"].lower() for p in json.loads(out)}
+    assert "opencv-python-headless" in names
+    assert "opencv-python" not in names
+    overrides = host.file("/etc/dlstack/python_env/vision/overrides.txt").content_string
+    assert "opencv-python ; sys_platform == 'never'" in overrides
