@@ -120,6 +120,13 @@ NOT_SERVED = yaml.safe_load((ROOT / "roles/nvidia_driver/vars/main.yml").read_te
 REFUSED: dict[str, str] = {}
 
 
+def refusal_text(flat: str, marker: str) -> str:
+    """The role's refusal from a run's output (whitespace collapsed): from its first words to its last."""
+    text = flat[flat.index(marker) :]
+    end = text.find("(dlstack_driver_branch).")
+    return text[: end + len("(dlstack_driver_branch).")] if end >= 0 else text[:1500]
+
+
 @pytest.fixture(autouse=True)
 def _skip_after_a_refused_first_converge():
     if REFUSED:
@@ -138,7 +145,7 @@ class TestSiteAndTheLockedHost:
         flat = " ".join(first.stdout.split())
         if first.returncode != 0 and NOT_SERVED in flat:
             # the archive's state, not the product's: the role must refuse cleanly, naming what is not served
-            why = flat[flat.index(NOT_SERVED) :][:400]
+            why = refusal_text(flat, NOT_SERVED)
             assert "nothing was installed" in why, why
             REFUSED["why"] = why
             pytest.skip(f"the archive lists the old stack's driver but does not serve it today: {why}")
@@ -225,3 +232,32 @@ class TestSiteAndTheLockedHost:
         assert version.split("+")[0] == new["frameworks"]["torch"]["version"]
         assert "cu" + cuda.replace(".", "") == new["frameworks"]["torch"]["variant"]
         assert new["frameworks"]["torch"]["version"] != old["frameworks"]["torch"]["version"]
+
+
+class TestSiteWithTodaysData:
+    """The README's command on a fresh host with today's data (what `scripts/bootstrap site` runs against
+    the sandbox): the converge succeeds and a second run changes nothing. Runs even when the locked-host
+    walk above is skipped because the archive does not serve its older driver."""
+
+    def test_site_converges_and_a_second_run_changes_nothing(self, tmp_path_factory):
+        inventory = tmp_path_factory.mktemp("today")
+        (inventory / "group_vars").symlink_to(ROOT / "inventories" / "sandbox" / "group_vars")
+        volumes = (f"{CACHE}:/var/cache/dlstack-host:rw",)
+        with throwaway_host("dlstack-today", "dlstack/ubuntu-systemd:24.04", inventory, volumes) as name:
+            first = play(inventory / "hosts.yml", "site.yml")
+            flat = " ".join(first.stdout.split())
+            if first.returncode != 0 and NOT_SERVED in flat:
+                pytest.skip(f"the archive does not serve today's driver: {refusal_text(flat, NOT_SERVED)}")
+            assert first.returncode == 0, first.stdout[-5000:]
+            second = play(inventory / "hosts.yml", "site.yml")
+            assert second.returncode == 0, second.stdout[-5000:]
+            assert recap(second, name)["changed"] == 0, second.stdout[-5000:]
+            version, _cuda = torch_on_host(name)
+            code = "import json, torchvision; print(json.dumps(torchvision.__version__))"
+            vision = docker_json(name, "/opt/dlstack/envs/pytorch/bin/python", "-c", code)
+            entry = lock.host_entry(lock_text(inventory / "hosts.yml"), name)
+            assert version.split("+")[0] == entry["frameworks"]["torch"]["version"]
+            # the pytorch profile's torchvision is the release paired with that torch (the local fact says which)
+            fact = docker_json(name, "cat", "/etc/ansible/facts.d/python_env.fact")
+            (pytorch,) = [env for env in fact["environments"] if env["name"] == "pytorch"]  # type: ignore[index]
+            assert str(vision).split("+")[0] == pytorch["versions"]["torchvision"]
