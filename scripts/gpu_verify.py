@@ -568,6 +568,17 @@ def run_phase(ctx: Context, phase: str, func: Callable[[Context], None]) -> None
         )
 
 
+def judged(
+    check_id: str, category: str, text: str, failures: Sequence[str], warnings: Sequence[str], details: dict[str, Any]
+) -> CheckResult:
+    """fail with any failure, warn with any warning, else pass; the findings follow the summary ``text``."""
+    status = FAIL if failures else WARN if warnings else PASS
+    problems = [*failures, *warnings]
+    return CheckResult(
+        check_id, category, status, text + (": " + "; ".join(problems) if problems else ""), details=details
+    )
+
+
 def skip(check_id: str, category: str, reason: str, required: bool = True) -> CheckResult:
     return CheckResult(check_id, category, SKIP, reason, required=required)
 
@@ -1124,11 +1135,7 @@ def check_clocks(label: int, gpu: GPUInfo | None, telemetry: dict[str, list[dict
         f"{summary['sm_clock_max_mhz'] or '?'} MHz, {summary['power_max_w'] or '?'} W of "
         f"{summary['power_limit_w'] or '?'} W, reasons: {', '.join(summary['clock_event_reasons']) or 'none'}"
     )
-    status = FAIL if failures else WARN if warnings else PASS
-    problems = failures + warnings
-    return CheckResult(
-        check_id, "health", status, text + (": " + "; ".join(problems) if problems else ""), details=summary
-    )
+    return judged(check_id, "health", text, failures, warnings, summary)
 
 
 def card_pcie_gen_max(gpu: GPUInfo | None) -> int | None:
@@ -1182,11 +1189,7 @@ def check_pcie_link(label: int, gpu: GPUInfo | None, telemetry: dict[str, list[d
     failures, warnings, summary = pcie_findings(gpu, samples)
     when = "during a host-to-GPU copy" if samples else "at rest (no samples under load)"
     text = f"GPU {label} {gpu.name}: PCIe Gen{summary['gen_under_load']} x{summary['width_under_load']} {when}"
-    status = FAIL if failures else WARN if warnings else PASS
-    problems = failures + warnings
-    return CheckResult(
-        check_id, "health", status, text + (": " + "; ".join(problems) if problems else ""), details=summary
-    )
+    return judged(check_id, "health", text, failures, warnings, summary)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1269,11 +1272,7 @@ def check_nvlink(
     speeds = [speed for speed in links.values() if speed]
     text = f"GPU {gpu.index} {gpu.name}: {len(speeds)} of {len(links)} NVLinks up, {sum(speeds):.0f} GB/s per direction"
     details = {"links": links, "errors": errors.get(gpu.index, {}), "bandwidth_gbs": sum(speeds)}
-    status_ = FAIL if failures else WARN if warnings else PASS
-    problems = failures + warnings
-    return CheckResult(
-        check_id, "health", status_, text + (": " + "; ".join(problems) if problems else ""), details=details
-    )
+    return judged(check_id, "health", text, failures, warnings, details)
 
 
 def nvlink_checks(ctx: Context) -> None:
@@ -2793,12 +2792,8 @@ def check_p2p(ctx: Context, torch: Any) -> CheckResult:
         torch.cuda.empty_cache()
     failures, warnings = p2p_findings(matrix, peer)
     text = f"{len(matrix)} GPU pairs: {min(matrix.values()):.1f}..{max(matrix.values()):.1f} GB/s"
-    status = FAIL if failures else WARN if warnings else PASS
-    problems = failures + warnings
     details = {"gbs": matrix, "peer_access": peer}
-    return CheckResult(
-        "perf.p2p", "performance", status, text + (": " + "; ".join(problems) if problems else ""), details=details
-    )
+    return judged("perf.p2p", "performance", text, failures, warnings, details)
 
 
 def _free_port() -> int:
