@@ -21,6 +21,8 @@ RELEASES = yaml.safe_load((ROOT / "molecule" / "releases.yml").read_text(encodin
 SCENARIOS = sorted(p.parent.name for p in (ROOT / "molecule").glob("*/molecule.yml"))
 LOG_DIR = ROOT / ".cache" / "logs"
 TIMEOUT_S = 1800
+# what a skip for the archive's state waits for
+RUNS_AGAIN = " [runs again once the mirror serves what its index lists]"
 # The nvidia_driver role's refusal when the archive lists the driver's packages but does not serve them.
 NOT_SERVED = yaml.safe_load((ROOT / "roles/nvidia_driver/vars/main.yml").read_text(encoding="utf-8"))[
     "__nvidia_driver_not_served"
@@ -63,7 +65,9 @@ def run_scenario(scenario: str, release: str) -> None:
         if NOT_SERVED in flat:
             # the archive lists the driver but its mirror answers 404: the role refused cleanly (nothing installed)
             why = refusal_text(flat, NOT_SERVED)
-            pytest.skip(f"molecule test -s {scenario} on Ubuntu {release}: the archive does not serve today: {why}")
+            pytest.skip(
+                f"molecule test -s {scenario} on Ubuntu {release}: the archive does not serve today: {why}{RUNS_AGAIN}"
+            )
         tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-80:]
         pytest.fail(f"molecule test -s {scenario} on Ubuntu {release} failed (log: {log}):\n" + "\n".join(tail))
 

@@ -67,6 +67,8 @@ def _refusal_marker() -> tuple[str, str]:
 
 
 NO_PRECOMPILED, NOT_SERVED = _refusal_marker()
+# what a skip for the archive's state waits for
+RUNS_AGAIN = " [runs again once the mirror serves what its index lists]"
 
 
 def refusal_text(flat: str, marker: str) -> str:
@@ -113,9 +115,11 @@ def _skip_without_precompiled_modules(request, host):
     """Steps that need Canonical's modules installed are skipped once the role refused (step 2)."""
     refusal = host.notes.get("precompiled_refused")
     if refusal and request.node.get_closest_marker("precompiled"):
-        pytest.skip(f"no consistent precompiled modules in the archive today; the role refused: {refusal}")
+        pytest.skip(f"no consistent precompiled modules in the archive today; the role refused: {refusal}{RUNS_AGAIN}")
     if host.notes.get("not_served"):
-        pytest.skip(f"the archive does not serve the driver today; the role refused: {host.notes['not_served']}")
+        pytest.skip(
+            f"the archive does not serve the driver today; the role refused: {host.notes['not_served']}{RUNS_AGAIN}"
+        )
 
 
 @pytest.mark.usefixtures("host")
@@ -142,7 +146,7 @@ class TestNvidiaDriverOnARealKernel:
             why = refusal_text(flat, NOT_SERVED)
             assert "nothing was installed" in why, why
             host.notes["not_served"] = why
-            pytest.skip(f"the archive does not serve the driver today; the role refused: {why}")
+            pytest.skip(f"the archive does not serve the driver today; the role refused: {why}{RUNS_AGAIN}")
         if result.rc != 0 and NO_PRECOMPILED in flat:
             # the archive's state, not the role's: it must refuse before installing anything, and say why
             refusal = flat[flat.index(NO_PRECOMPILED) :]
@@ -154,7 +158,9 @@ class TestNvidiaDriverOnARealKernel:
             assert [p for p in packages.split() if re.match(r"^(lib)?nvidia-|^linux-modules-nvidia-", p)] == []
             assert host.boot_id() == before
             host.notes["precompiled_refused"] = refusal
-            pytest.skip(f"no consistent precompiled modules in the archive today; the role refused: {refusal}")
+            pytest.skip(
+                f"no consistent precompiled modules in the archive today; the role refused: {refusal}{RUNS_AGAIN}"
+            )
         assert result.rc == 0, result.tail()
         assert result.recap()["failed"] == 0
         # nvidia_driver_reboot: auto rebooted (no release-pocket kernel has modules of today's branches)
@@ -320,7 +326,9 @@ class TestNvidiaDriverOnARealKernel:
         flat = " ".join(result.output.split())
         if result.rc != 0 and NOT_SERVED in flat:
             host.notes["not_served"] = refusal_text(flat, NOT_SERVED)
-            pytest.skip(f"the archive does not serve the driver today; the role refused: {host.notes['not_served']}")
+            pytest.skip(
+                f"the archive does not serve the driver today; the role refused: {host.notes['not_served']}{RUNS_AGAIN}"
+            )
         assert result.rc == 0, result.tail()
         fact = host.fact()
         assert fact["module_source"] == "dkms"
