@@ -20,6 +20,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 
 from dlstack import cloud, python_env
 from dlstack.data import load, ubuntu_releases
+from dlstack.hostfacts import is_system_mount
 from dlstack.matrix import KERNEL_MODULES, TORCH_COMPANIONS, parse_cc, parse_driver_version, parse_major_minor
 from dlstack.resolver import FRAMEWORK_ALIASES
 
@@ -654,10 +655,104 @@ def cloud_vm_problems(variables: Mapping[str, Any]) -> list[str]:
     return messages
 
 
+# --- storage
+
+_STORAGE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
+_STORAGE_NAME_ACCEPTED = "1-32 letters, digits, '_' or '-' that start with a letter or digit"
+# Where no volume is mounted: the system's own trees (the role also refuses any non-empty directory).
+NO_VOLUME_AT = ("/", "/home", "/root", "/opt", "/srv", "/mnt", "/media")
+_SFTP_RE = re.compile(r"^sftp:[^\s:@]+@[^\s:]+:/\S*$")
+
+
+def _volume_entry_problems(index: int, entry: Mapping[str, Any]) -> list[str]:
+    where = f"storage_volumes[{index}]"
+    messages = []
+    name, mount, devices = entry.get("name"), entry.get("mount"), entry.get("devices")
+    if not (_is_str(name) and _STORAGE_NAME_RE.match(name)):
+        messages.append(f"{where}.name = {name!r} is not valid: expected {_STORAGE_NAME_ACCEPTED} (/dev/md/NAME)")
+    parts = _path_parts(mount) if _is_str(mount) else None
+    clean = "/" + "/".join(parts) if parts is not None else ""
+    if parts is None:
+        messages.append(f"{where}.mount = {mount!r} is not valid: expected {_PATH_ACCEPTED}")
+    elif clean in NO_VOLUME_AT or is_system_mount(clean):
+        messages.append(
+            f"{where}.mount = {mount!r} is not valid: expected a directory of its own such as /data or /scratch, "
+            "not a system directory"
+        )
+    if not (_is_list(devices) and len(devices) >= 2 and all(_is_str(d) and d.startswith("/dev/") for d in devices)):
+        messages.append(
+            f"{where}.devices = {devices!r} is not valid: expected at least two whole disks given as /dev/ paths "
+            "(/dev/disk/by-id/... names survive disk reordering)"
+        )
+    return messages
+
+
+def _devices_used_twice(entries: Sequence[tuple[int, Mapping[str, Any]]]) -> list[str]:
+    keys = [(i, d) for i, e in entries if _is_list(e.get("devices")) for d in e["devices"] if _is_str(d)]
+    return [
+        f"storage_volumes: the disk {disk} is listed by entries {_entries_text(indexes)}: a disk belongs to one volume"
+        for disk, indexes in _duplicates(keys).items()
+    ]
+
+
+def _backup_entry_problems(index: int, entry: Mapping[str, Any], password: Any) -> list[str]:
+    where = f"storage_backups[{index}]"
+    messages = []
+    name, paths, repository = entry.get("name"), entry.get("paths"), entry.get("repository")
+    if not (_is_str(name) and _STORAGE_NAME_RE.match(name)):
+        messages.append(f"{where}.name = {name!r} is not valid: expected {_STORAGE_NAME_ACCEPTED}")
+    if not (_is_list(paths) and paths and all(_is_str(p) and p.startswith("/") for p in paths)):
+        messages.append(f"{where}.paths = {paths!r} is not valid: expected a list of one or more absolute paths")
+    local = _is_str(repository) and _path_parts(repository) not in (None, [])
+    if not (local or (_is_str(repository) and _SFTP_RE.match(repository))):
+        messages.append(
+            f"{where}.repository = {repository!r} is not valid: expected an absolute path (best on another disk) or "
+            "sftp:USER@HOST:/PATH"
+        )
+    elif local and _is_list(paths):
+        inside = [p for p in paths if _is_str(p) and _path_parts(p) is not None and _inside(repository, p)]
+        if inside:
+            messages.append(
+                f"{where}.repository = {repository!r} is inside the backed-up path {inside[0]}: the backup would "
+                "copy itself; put the repository elsewhere (another disk, or an SFTP target)"
+            )
+    if not (_is_str(entry.get("password", password)) and str(entry.get("password", password)).strip()):
+        messages.append(
+            f"{where} ({name}) has no password: set storage_backup_password (or the entry's password), from Ansible "
+            "Vault (ansible-vault encrypt_string); restic encrypts the repository with it and it cannot be recovered"
+        )
+    return messages
+
+
+def storage_problems(variables: Mapping[str, Any], defaults: Mapping[str, Any]) -> list[str]:
+    """Messages for ``storage_volumes`` and ``storage_backups`` (the disks themselves are checked on the host)."""
+    volumes = _entries(_setting(variables, defaults, "storage_volumes") or [])
+    backups = _entries(_setting(variables, defaults, "storage_backups") or [])
+    password = _setting(variables, defaults, "storage_backup_password")
+    messages = [m for i, e in volumes for m in _volume_entry_problems(i, e)]
+    messages += _devices_used_twice(volumes)
+    for key, what in (("name", "an array"), ("mount", "a mount point")):
+        keys = [(i, str(e[key]).rstrip("/")) for i, e in volumes if _is_str(e.get(key))]
+        messages += [
+            f"storage_volumes: the {key} {value!r} is given by entries {_entries_text(ix)}: "
+            f"each volume needs {what} of its own"
+            for value, ix in _duplicates(keys).items()
+        ]
+    messages += [m for i, e in backups for m in _backup_entry_problems(i, e, password)]
+    names = [(i, e["name"]) for i, e in backups if _is_str(e.get("name"))]
+    messages += [
+        f"storage_backups: the name {name!r} is given by entries {_entries_text(ix)}: "
+        "each backup needs a name of its own"
+        for name, ix in _duplicates(names).items()
+    ]
+    return messages
+
+
 def setting_problems(variables: Mapping[str, Any], defaults: Mapping[str, Mapping[str, Any]]) -> list[str]:
     """Every structured role setting that does not fit, with the variable, the value and what is accepted."""
     return (
         python_env_problems(variables, defaults.get("python_env", {}))
         + gpu_verify_problems(variables)
         + cloud_vm_problems(variables)
+        + storage_problems(variables, defaults.get("storage", {}))
     )

@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime
 import html
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -173,6 +173,9 @@ def summarise(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
                     "failed": summary.get("failed", []),
                     "counts": {status: summary.get(status, 0) for status in STATUS_ORDER},
                     "frameworks": report.get("environment", {}).get("frameworks", {}),
+                    # what an IDE connects to: the interpreter path and the Jupyter kernel
+                    "python": report.get("environment", {}).get("python", ""),
+                    "jupyter_kernel": report.get("environment", {}).get("jupyter_kernel", ""),
                     "source": report["_source"],
                 }
             )
@@ -278,6 +281,14 @@ def render_chart(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(parts)
 
 
+def _environment_text(report: Mapping[str, Any]) -> str:
+    """An environment as an IDE user needs it: its name, interpreter and Jupyter kernel."""
+    env = report.get("environment", {})
+    where = [f"<code>{_esc(env['python'])}</code>"] if env.get("python") else []
+    where += [f"Jupyter kernel <code>{_esc(env['jupyter_kernel'])}</code>"] if env.get("jupyter_kernel") else []
+    return _esc(env.get("name", "?")) + (f" ({', '.join(where)})" if where else "")
+
+
 def render_host(host: str, group: Sequence[dict[str, Any]]) -> str:
     """One host: its GPUs and one table of every environment's checks, failures first."""
     status = host_status(group)
@@ -291,9 +302,7 @@ def render_host(host: str, group: Sequence[dict[str, Any]]) -> str:
     out = [
         f'<section class="host" id="host-{_esc(host)}">',
         f'<h2>{_esc(host)} <span class="badge {status}">{status.upper()}</span></h2>',
-        f"<p>GPUs: {_esc(gpus)}. Environments: "
-        + ", ".join(_esc(report.get("environment", {}).get("name", "?")) for report in group)
-        + "</p>",
+        f"<p>GPUs: {_esc(gpus)}. Environments: " + ", ".join(_environment_text(report) for report in group) + "</p>",
         f'<table class="checks" data-host="{_esc(host)}">',
         "<thead><tr><th>Status</th><th>Environment</th><th>Check</th><th>Message</th></tr></thead><tbody>",
     ]

@@ -23,6 +23,7 @@ with QEMU:
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -270,7 +271,18 @@ def first_boot(raw: Path, tree: Path, kernel: str, accel: str, log: Path, timeou
 
 
 def build_image(release: str, *, mirror: str | None = None, force: bool = False) -> Image:
-    """Build (or find in the cache) the bootable base image of an Ubuntu release."""
+    """Build (or find in the cache) the bootable base image of an Ubuntu release.
+
+    One build at a time per release (a file lock): two test workers that boot VMs of the same
+    release wait for one image instead of writing it twice."""
+    lock_dir = cache_root()
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    with (lock_dir / f".build-{release}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _build_image(release, mirror=mirror, force=force)
+
+
+def _build_image(release: str, *, mirror: str | None, force: bool) -> Image:
     require_tools()
     rel = testimages.release(release)
     mirror = mirror or testimages.mirror_from_env()
@@ -335,6 +347,8 @@ class VM:
     workdir: Path
     memory_mib: int = 3072
     smp: int = 2
+    # blank data disks (MiB each), seen in the guest as /dev/disk/by-id/virtio-dlstack-disk<N> (N from 1)
+    data_disks_mib: tuple[int, ...] = ()
     port: int = 0
     accel: str = ""
     pid: int = 0
@@ -356,13 +370,30 @@ class VM:
         self.accel = self.accel or accelerator(self.image.probe_kernel)
         argv = ["qemu-system-x86_64", *accel_args(self.accel, self.smp), "-m", str(self.memory_mib)]
         argv += ["-display", "none", "-serial", f"file:{self.serial}", "-pidfile", str(self.pidfile), "-daemonize"]
-        argv += ["-drive", f"file={self.overlay},format=qcow2,if=virtio"]
+        if self.data_disks_mib:
+            # the firmware must boot this disk, not a blank data disk (the guest finds root by its label)
+            argv += ["-drive", f"file={self.overlay},format=qcow2,if=none,id=root"]
+            argv += ["-device", "virtio-blk-pci,drive=root,bootindex=0"]
+            argv += self._data_disk_args()
+        else:
+            argv += ["-drive", f"file={self.overlay},format=qcow2,if=virtio"]
         argv += ["-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{self.port}-:22", "-device", "virtio-net-pci,netdev=n0"]
         _run(argv)
         # kept in memory too: the workdir may be cleaned up by others while the VM runs
         self.pid = int(self.pidfile.read_text().strip())
         self.wait_for_ssh(boot_timeout)
         return self
+
+    def _data_disk_args(self) -> list[str]:
+        """Create the blank data disks (kept across reboots of this VM) and QEMU's arguments for them."""
+        argv: list[str] = []
+        for number, mib in enumerate(self.data_disks_mib, start=1):
+            disk = self.workdir / f"data{number}.qcow2"
+            if not disk.exists():
+                _run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), f"{mib}M"])
+            argv += ["-drive", f"file={disk},format=qcow2,if=none,id=data{number}"]
+            argv += ["-device", f"virtio-blk-pci,drive=data{number},serial=dlstack-disk{number}"]
+        return argv
 
     def stop(self) -> None:
         """Kill QEMU (if running) and remove the overlay."""

@@ -3109,6 +3109,7 @@ def build_report(ctx: Context, started: float) -> dict[str, Any]:
             "name": ctx.args.env_name or default_env_name(),
             "python": sys.executable,
             "python_version": platform.python_version(),
+            "jupyter_kernel": ctx.args.jupyter_kernel,
             "frameworks": ctx.frameworks,
             "required_frameworks": sorted(ctx.args.require),
         },
@@ -3281,6 +3282,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--dcgm-timeout-s", type=float, default=0, help="seconds for dcgmi diag (default by level)")
     parser.add_argument("--data-dir", help="directory whose disk is audited (default /data, else /)")
     parser.add_argument("--env-name", help="name of this Python environment in the report (default: sys.prefix name)")
+    parser.add_argument(
+        "--jupyter-kernel", default="", help="the Jupyter kernel of this environment, listed in the report (IDEs)"
+    )
     parser.add_argument(
         "--require", action="append", default=[], choices=FRAMEWORKS, help="fail if missing (repeatable)"
     )

@@ -230,3 +230,19 @@ def test_role_defaults_and_argument_specs_agree():
     options = specs["argument_specs"]["main"]["options"]
     assert set(defaults) == set(options)
     assert {name: options[name]["default"] for name in defaults} == defaults
+
+
+def test_each_environment_lists_its_interpreter_and_jupyter_kernel(tmp_path):
+    """What an IDE connects to (docs/ide.md) is in the fleet report: the interpreter and the kernel."""
+    sample = sample_reports()[0]
+    sample["environment"].update(
+        name="pytorch", python="/opt/dlstack/envs/pytorch/bin/python", jupyter_kernel="dl-torch"
+    )
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "pytorch.json").write_text(json.dumps(sample), encoding="utf-8")
+    report.build(tmp_path / "in", tmp_path / "out")
+    summary = json.loads((tmp_path / "out" / report.SUMMARY_NAME).read_text(encoding="utf-8"))
+    (env,) = summary["hosts"][0]["environments"]
+    assert (env["python"], env["jupyter_kernel"]) == ("/opt/dlstack/envs/pytorch/bin/python", "dl-torch")
+    text = " ".join("".join(parse(tmp_path / "out" / report.HTML_NAME).text).split())
+    assert "pytorch (/opt/dlstack/envs/pytorch/bin/python, Jupyter kernel dl-torch)" in text

@@ -119,15 +119,18 @@ class VMHost:
                 continue
         raise vm.VMError(f"the VM did not come back from a reboot within {timeout:.0f}s ({self.machine.serial})")
 
-    def record(self) -> None:
+    def record(self, name: str = "") -> None:
         """Keep the step durations for scripts/benchmark and the CI log."""
-        path = LOG_DIR / "vm-durations" / f"vm-{self.release}.json"
+        scenario = f"vm-{name + '-' if name else ''}{self.release}"
+        path = LOG_DIR / "vm-durations" / f"{scenario}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"scenario": f"vm-{self.release}", "steps": self.timings}), encoding="utf-8")
+        path.write_text(json.dumps({"scenario": scenario, "steps": self.timings}), encoding="utf-8")
 
 
 @contextmanager
-def booted_vm(release: str, host_vars: dict[str, object]) -> Iterator[VMHost]:
+def booted_vm(
+    release: str, host_vars: dict[str, object], data_disks_mib: tuple[int, ...] = (), name: str = ""
+) -> Iterator[VMHost]:
     """Boot a VM of ``release`` in a work directory of its own (not pytest's tmp, which other
     pytest runs on the machine prune); the VM and the directory go away at the end."""
     start = time.monotonic()
@@ -136,17 +139,17 @@ def booted_vm(release: str, host_vars: dict[str, object]) -> Iterator[VMHost]:
     runs = vm.cache_root() / "runs"
     runs.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix=f"vm-{release}-", dir=runs))
-    machine = vm.VM(image, workdir)
+    machine = vm.VM(image, workdir, data_disks_mib=data_disks_mib)
     try:
         start = time.monotonic()
         machine.start()
         host = VMHost(machine, workdir, release, dict(host_vars))
         host.timings.update(image=round(built, 1), boot=round(time.monotonic() - start, 1))
         yield host
-        host.record()
+        host.record(name)
     finally:
         machine.stop()
         if machine.serial.exists():  # the serial console of every boot, for the CI log
             LOG_DIR.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(machine.serial, LOG_DIR / f"vm-{release}-serial.log")
+            shutil.copyfile(machine.serial, LOG_DIR / f"vm-{name + '-' if name else ''}{release}-serial.log")
         shutil.rmtree(workdir, ignore_errors=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shlex
+from pathlib import Path
 
 import pytest
 import yaml
@@ -17,6 +18,8 @@ import yaml
 from dlstack.resolver import resolve
 
 ENVS = "/opt/dlstack/envs"
+# the scenario's venvs and their profiles (molecule.yml)
+PROFILE_ENVS = {"pytorch": "pytorch", "tensorflow": "tensorflow", "hf": "huggingface", "vision": "vision"}
 PORT = 18988
 
 TORCH_TRAIN = """
@@ -232,6 +235,8 @@ def test_gpu_verify_report_passes_on_cpu(host, env, fw, fact):
     entry = next(e for e in fact["environments"] if e["name"] == env)
     assert report["mode"] == "cpu"
     assert report["environment"]["python"] == entry["python"]
+    # what an IDE connects to, in the report too: the interpreter (above) and the Jupyter kernel
+    assert entry["kernel"] and report["environment"]["jupyter_kernel"] == entry["kernel"]
     assert report["environment"]["required_frameworks"] == [fw]
     assert report["environment"]["frameworks"][fw].split("+")[0] == entry["versions"][fw]
     assert report["summary"]["status"] == "pass"
@@ -304,3 +309,14 @@ def test_the_headless_host_has_no_gui_opencv(host):
     assert "opencv-python" not in names
     overrides = host.file("/etc/dlstack/python_env/vision/overrides.txt").content_string
     assert "opencv-python ; sys_platform == 'never'" in overrides
+
+
+def test_extended_profiles_hold_the_pytorch_set_and_their_sizes_are_recorded(host):
+    """huggingface and vision extend pytorch, so each is larger than the pytorch environment. The
+    sizes go to .cache/logs/python-env-sizes.json for scripts/benchmark (not asserted as figures)."""
+    sizes = {name: int(host.check_output(f"du -sb {ENVS}/{name}").split()[0]) for name in PROFILE_ENVS}
+    assert sizes["hf"] > sizes["pytorch"] and sizes["vision"] > sizes["pytorch"], sizes
+    logs = Path(__file__).resolve().parents[3] / ".cache" / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    record = {"environments": {name: {"profile": PROFILE_ENVS[name], "bytes": b} for name, b in sizes.items()}}
+    (logs / "python-env-sizes.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
