@@ -24,7 +24,7 @@ from dlstack import __version__
 from dlstack.errors import BUGS, EXIT_USER_ERROR, USER_ERRORS, UserError, describe
 
 # name of the module under dlstack.commands that provides each subcommand
-SUBCOMMANDS = ("images", "sandbox", "resolve", "report", "data")
+SUBCOMMANDS = ("images", "sandbox", "resolve", "report", "data", "collection")
 
 
 class UsageError(UserError):
