@@ -255,6 +255,13 @@ def _rule_count(value: Any) -> str | None:
     return None if _is_str(value) and value.strip().isdigit() else "a number of 0 or more"
 
 
+VERIFY_WHEN = ("changed", "always", "never")
+
+
+def _rule_verify_when(value: Any) -> str | None:
+    return None if value in VERIFY_WHEN else f"one of {', '.join(VERIFY_WHEN)}"
+
+
 STACK_RULES: dict[str, Rule] = {
     "string": _rule_string,
     "non_empty_string": _rule_non_empty_string,
@@ -268,6 +275,7 @@ STACK_RULES: dict[str, Rule] = {
     "host_pattern": _rule_host_pattern,
     "environment": _rule_environment,
     "boolean": _rule_boolean,
+    "verify_when": _rule_verify_when,
     "path": _rule_path,
     "cloud_provider": _rule_cloud_provider,
     "count": _rule_count,

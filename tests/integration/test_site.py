@@ -253,9 +253,14 @@ class TestSiteWithTodaysData:
             if first.returncode != 0 and NOT_SERVED in flat:
                 pytest.skip(f"the archive does not serve today's driver: {refusal_text(flat, NOT_SERVED)}{RUNS_AGAIN}")
             assert first.returncode == 0, first.stdout[-5000:]
+            verified = docker_json(name, "cat", "/var/lib/dlstack/verify/pytorch.json")
             second = play(inventory / "hosts.yml", "site.yml")
             assert second.returncode == 0, second.stdout[-5000:]
             assert recap(second, name)["changed"] == 0, second.stdout[-5000:]
+            # nothing changed, so the verification that passed is not run again (dlstack_verify: changed)
+            assert "Verification not re-run on " + name in " ".join(second.stdout.split())
+            again = docker_json(name, "cat", "/var/lib/dlstack/verify/pytorch.json")
+            assert again["generated_at"] == verified["generated_at"]  # type: ignore[index]
             version, _cuda = torch_on_host(name)
             code = "import json, torchvision; print(json.dumps(torchvision.__version__))"
             vision = docker_json(name, "/opt/dlstack/envs/pytorch/bin/python", "-c", code)

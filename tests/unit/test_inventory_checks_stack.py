@@ -181,6 +181,8 @@ GOOD = [
     ("dlstack_cuda_toolkit", False),
     ("dlstack_cuda_toolkit", "false"),  # -e dlstack_cuda_toolkit=false
     ("dlstack_all_or_nothing", "yes"),
+    ("dlstack_verify", "changed"),
+    ("dlstack_verify", "never"),
     ("dlstack_lock_file", "files/stack.lock"),
     ("dlstack_cloud_provider", "gcp"),
     ("dlstack_cloud_instance_type", "g5.xlarge"),
@@ -220,6 +222,7 @@ BAD = [
     ("dlstack_proxy_env", {"no_proxy": ["a", "b"]}, "a mapping of environment variable names to strings"),
     ("dlstack_cuda_toolkit", "maybe", "true or false"),
     ("dlstack_all_or_nothing", None, "true or false"),
+    ("dlstack_verify", "sometimes", "one of changed, always, never"),
     ("dlstack_lock_file", "", "a non-empty path"),
     ("dlstack_cloud_provider", "azure", "aws or gcp"),
     ("dlstack_cloud_instance_type", " ", "a non-empty string"),

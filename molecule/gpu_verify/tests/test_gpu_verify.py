@@ -89,3 +89,10 @@ def test_fleet_report_rendered_on_the_controller(host):
     assert entry["status"] == "pass"
     html = (fleet / "fleet-report.html").read_text(encoding="utf-8")
     assert f'<table class="checks" data-host="{entry["host"]}">' in html
+
+
+def test_the_passing_verification_is_recorded_for_the_next_run(host):
+    """A re-run verifies again only when what this record's fingerprint covers changed (gpu_verify_rerun)."""
+    record = json.loads(host.file("/var/lib/dlstack/verify/last-pass.json").content_string)
+    assert record["environments"] == ["system"]
+    assert len(record["fingerprint"]) == 64 and record["verified_at"]
