@@ -2,6 +2,9 @@
 
 import json
 import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -96,3 +99,25 @@ def test_the_passing_verification_is_recorded_for_the_next_run(host):
     record = json.loads(host.file("/var/lib/dlstack/verify/last-pass.json").content_string)
     assert record["environments"] == ["system"]
     assert len(record["fingerprint"]) == 64 and record["verified_at"]
+
+
+def _converge(*extra: str) -> subprocess.CompletedProcess[str]:
+    """The scenario's converge (playbooks/verify.yml) once more, against this host."""
+    playbook = Path(os.environ["MOLECULE_SCENARIO_DIRECTORY"]) / "converge.yml"
+    argv = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", os.environ["MOLECULE_INVENTORY_FILE"]]
+    return subprocess.run([*argv, str(playbook), *extra], capture_output=True, text=True, timeout=900, check=False)
+
+
+def test_a_rerun_verifies_again_only_when_something_changed_or_when_asked(host):
+    """Last in this file: it runs the verification again. Nothing changed since the converge, so the report
+    stays as it was (dlstack_verify: changed); with dlstack_verify=always it is written anew."""
+    before = json.loads(host.file(REPORT).content_string)["generated_at"]
+    again = _converge()
+    assert again.returncode == 0, again.stdout[-3000:]
+    assert "Verification not re-run on " in " ".join(again.stdout.split()), again.stdout[-3000:]
+    assert json.loads(host.file(REPORT).content_string)["generated_at"] == before
+    time.sleep(1.1)  # generated_at has whole seconds
+    forced = _converge("-e", "dlstack_verify=always")
+    assert forced.returncode == 0, forced.stdout[-3000:]
+    assert "Verification not re-run" not in forced.stdout
+    assert json.loads(host.file(REPORT).content_string)["generated_at"] != before
