@@ -28,9 +28,15 @@ def cgroup_source(root: Path = Path("/sys/fs/cgroup")) -> str:
     return str(unified) if (unified / "cgroup.controllers").exists() else str(root)
 
 
-def systemd_run_args(name: str, image: str, *, cgroup_src: str | None = None, volumes: Sequence[str] = ()) -> list[str]:
-    """``docker run`` arguments for a systemd container that works without --privileged."""
+def systemd_run_args(
+    name: str, image: str, *, cgroup_src: str | None = None, volumes: Sequence[str] = (), tmpfs: Sequence[str] = ()
+) -> list[str]:
+    """``docker run`` arguments for a systemd container that works without --privileged.
+
+    ``tmpfs`` adds mounts such as ``/data:size=64m`` (a small filesystem that can be filled).
+    """
     extra = [arg for volume in volumes for arg in ("--volume", volume)]
+    extra += [arg for mount in tmpfs for arg in ("--tmpfs", mount)]
     return [
         "run",
         "--detach",

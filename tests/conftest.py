@@ -1,6 +1,6 @@
 """Suite-wide hooks: the time each test tier took, printed at the end of every run (CI's budget).
 
-A tier is the directory under tests/ (unit, lint, integration, molecule, images, emulator, vm).
+A tier is the directory under tests/ (unit, lint, integration, molecule, images, emulator, vm, faults).
 With pytest-xdist the reports reach the controller, so the figures cover every worker; they add
 the time of each test's setup, call and teardown (tests on two workers overlap in wall time).
 """
@@ -24,16 +24,31 @@ _TIER_TESTS: dict[str, set[str]] = defaultdict(set)
 # The longest test scopes (a class or module runs on one worker with --dist loadscope), longest
 # first: xdist hands scopes out in collection order, so starting these first keeps one worker from
 # running a 15-minute scenario alone at the end of the run (measured on 2 cores, 2026-12-07:
-# VM driver walk 37 min, VM storage 19, python_env scenario 15, site.yml runs 9).
+# VM driver walk 37 min, VM storage 19, python_env scenario 15, site.yml runs 9; faults 9 on 2026-12-07).
 LONG_SCOPES_FIRST = (
     "tests/vm/test_nvidia_driver_vm.py",
     "tests/molecule/test_scenarios.py::TestScenario_python_env",
     "tests/vm/test_storage_vm.py",
     "tests/integration/test_site.py",
+    "tests/faults/test_faults.py",
     "tests/molecule/test_scenarios.py::TestScenario_nvidia_driver",
     "tests/molecule/test_scenarios.py::TestScenario_common",
     "tests/molecule/test_scenarios.py::TestScenario_container_runtime",
 )
+
+
+FAULTS_LOG = TESTS.parent / ".cache" / "logs" / "faults.jsonl"
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """A run that takes in the faults tier starts its log empty: scripts/benchmark tabulates the last run."""
+    # the controller only (xdist workers carry workerinput); a log the caller named is theirs
+    if hasattr(session.config, "workerinput") or "DLSTACK_FAULT_RESULTS" in os.environ:
+        return
+    faults = TESTS / "faults"
+    paths = [Path(session.config.invocation_params.dir, arg.split("::", 1)[0]).resolve() for arg in session.config.args]
+    if any(path == faults or path in faults.parents or faults in path.parents for path in paths):
+        FAULTS_LOG.unlink(missing_ok=True)
 
 
 def scope_rank(nodeid: str) -> int:

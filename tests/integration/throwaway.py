@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import uuid
 from collections.abc import Iterator, Sequence
@@ -10,6 +11,21 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from dlstack import sandbox
+
+TASK_RE = re.compile(r"^(?:TASK|RUNNING HANDLER) \[(?P<name>.*)\] \**$")
+
+
+def ignored_tasks(output: str) -> list[str]:
+    """Names of the tasks whose failure was ignored in a run (the default callback prints ``...ignoring``)."""
+    ignored: list[str] = []
+    task = ""
+    for line in output.splitlines():
+        match = TASK_RE.match(line.strip())
+        if match:
+            task = match["name"]
+        elif line.strip() == "...ignoring" and task not in ignored:
+            ignored.append(task)
+    return ignored
 
 
 def inventory_text(name: str, inventory_dir: Path) -> str:
@@ -30,10 +46,13 @@ def inventory_text(name: str, inventory_dir: Path) -> str:
 
 
 @contextmanager
-def throwaway_host(prefix: str, image: str, inventory_dir: Path, volumes: Sequence[str] = ()) -> Iterator[str]:
+def throwaway_host(
+    prefix: str, image: str, inventory_dir: Path, volumes: Sequence[str] = (), tmpfs: Sequence[str] = ()
+) -> Iterator[str]:
     """Start a systemd container, write ``inventory_dir/hosts.yml`` for it, remove it afterwards."""
     name = f"{prefix}-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["docker", *sandbox.systemd_run_args(name, image, volumes=volumes)], check=True, capture_output=True)
+    run_args = sandbox.systemd_run_args(name, image, volumes=volumes, tmpfs=tmpfs)
+    subprocess.run(["docker", *run_args], check=True, capture_output=True)
     try:
         sandbox.wait_for_systemd(name)
         (inventory_dir / "hosts.yml").write_text(inventory_text(name, inventory_dir), encoding="utf-8")
