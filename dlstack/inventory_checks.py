@@ -492,13 +492,17 @@ def _environment_paths(
     return list(paths.values())
 
 
+def _clashes(setting: str, key: str, values: Sequence[tuple[int, str]], expected: str) -> list[str]:
+    """One message for each value of ``key`` that more than one entry of ``setting`` gives."""
+    return [
+        f"{setting}: the {key} {value!r} is given by entries {_entries_text(indexes)}: {expected}"
+        for value, indexes in _duplicates(values).items()
+    ]
+
+
 def _name_clashes(entries: Sequence[tuple[int, Mapping[str, Any]]]) -> list[str]:
     names = [(i, e["name"]) for i, e in entries if _is_str(e.get("name"))]
-    messages = [
-        f"{ENVS}: the name {name!r} is given by entries {_entries_text(indexes)}: expected each environment "
-        "to have a name of its own"
-        for name, indexes in _duplicates(names).items()
-    ]
+    messages = _clashes(ENVS, "name", names, "expected each environment to have a name of its own")
     spellings: dict[str, set[str]] = {}
     for _, name in names:
         spellings.setdefault(name.lower(), set()).add(name)
@@ -631,11 +635,8 @@ def gpu_verify_problems(variables: Mapping[str, Any]) -> list[str]:
                 f"{', '.join(VERIFIED_FRAMEWORKS)} (optional)}}"
             )
     names = [(i, e["name"]) for i, e in entries if _is_str(e.get("name"))]
-    messages += [
-        f"gpu_verify_pythons: the name {name!r} is given by entries {_entries_text(indexes)}: expected each "
-        "environment to have a name of its own (it names its report)"
-        for name, indexes in _duplicates(names).items()
-    ]
+    expected = "expected each environment to have a name of its own (it names its report)"
+    messages += _clashes("gpu_verify_pythons", "name", names, expected)
     return messages
 
 
@@ -741,18 +742,10 @@ def storage_problems(variables: Mapping[str, Any], defaults: Mapping[str, Any]) 
     messages += _devices_used_twice(volumes)
     for key, what in (("name", "an array"), ("mount", "a mount point")):
         keys = [(i, str(e[key]).rstrip("/")) for i, e in volumes if _is_str(e.get(key))]
-        messages += [
-            f"storage_volumes: the {key} {value!r} is given by entries {_entries_text(ix)}: "
-            f"each volume needs {what} of its own"
-            for value, ix in _duplicates(keys).items()
-        ]
+        messages += _clashes("storage_volumes", key, keys, f"each volume needs {what} of its own")
     messages += [m for i, e in backups for m in _backup_entry_problems(i, e, password)]
     names = [(i, e["name"]) for i, e in backups if _is_str(e.get("name"))]
-    messages += [
-        f"storage_backups: the name {name!r} is given by entries {_entries_text(ix)}: "
-        "each backup needs a name of its own"
-        for name, ix in _duplicates(names).items()
-    ]
+    messages += _clashes("storage_backups", "name", names, "each backup needs a name of its own")
     return messages
 
 

@@ -1,0 +1,79 @@
+"""The faults tier's parsing of ansible-playbook output: the recap, the ignored tasks, the task count.
+
+A parser that found nothing would make "nothing was ignored" and "changed=0" pass on any run, so
+these run it on real output shapes of the default callback.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(TESTS / "integration"), str(TESTS / "faults")]
+
+import harness  # noqa: E402 - tests/faults, put on the path above
+from throwaway import ignored_tasks  # noqa: E402 - tests/integration, put on the path above
+
+OUTPUT = """
+PLAY [Deep-learning workstation] ***********************************************
+
+TASK [common : Install the base packages] **************************************
+changed: [host-1]
+
+RUNNING HANDLER [container_runtime : Restart docker] ***************************
+[ERROR]: Task failed: Module failed: Could not find the requested service docker: host
+fatal: [host-1]: FAILED! =>
+    changed: false
+...ignoring
+
+TASK [cuda_toolkit : Install the CUDA toolkit] *********************************
+fatal: [host-1]: FAILED! =>
+    msg: No package matching 'cuda-toolkit-13-9' is available
+...ignoring
+
+PLAY RECAP *********************************************************************
+host-1                     : ok=127  changed=39   unreachable=0    failed=0    skipped=178  rescued=0    ignored=2
+"""
+
+
+def test_ignored_tasks_names_each_ignored_failure_with_its_role() -> None:
+    assert ignored_tasks(OUTPUT) == ["container_runtime : Restart docker", "cuda_toolkit : Install the CUDA toolkit"]
+
+
+def test_ignored_tasks_is_empty_without_ignoring() -> None:
+    assert ignored_tasks(OUTPUT.replace("...ignoring", "")) == []
+
+
+def test_recap_reads_every_count() -> None:
+    recap = harness.parse_recap(OUTPUT)
+    assert recap == {
+        "ok": 127,
+        "changed": 39,
+        "unreachable": 0,
+        "failed": 0,
+        "skipped": 178,
+        "rescued": 0,
+        "ignored": 2,
+    }
+
+
+def test_a_run_without_recap_has_not_converged() -> None:
+    run = harness.Run(rc=0, output="", recap=harness.parse_recap(""))
+    assert run.recap == {}
+    assert not run.converged
+
+
+def test_kill_at_task_kills_when_the_nth_task_starts(monkeypatch: pytest.MonkeyPatch) -> None:
+    killed: list[int] = []
+    monkeypatch.setattr(harness, "kill_run", lambda proc: killed.append(1))
+    monkeypatch.setattr(harness.time, "sleep", lambda seconds: None)
+    on_line = harness.kill_at_task(2)
+    for line in OUTPUT.splitlines():
+        on_line(line, None)  # type: ignore[arg-type]
+        if killed:
+            assert line.startswith("RUNNING HANDLER [container_runtime : Restart docker]")
+            break
+    assert killed == [1]
