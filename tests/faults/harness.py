@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-import re
 import signal
 import subprocess
 import threading
@@ -25,12 +24,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from throwaway import TASK_RE, ignored_tasks
+from throwaway import TASK_RE, ignored_tasks, recap_counts
 
 ROOT = Path(__file__).resolve().parents[2]
-RECAP_RE = re.compile(r"^(?P<host>\S+)\s+: ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+unreachable=(?P<unreachable>\d+)"
-                      r"\s+failed=(?P<failed>\d+)\s+skipped=(?P<skipped>\d+)\s+rescued=(?P<rescued>\d+)"
-                      r"\s+ignored=(?P<ignored>\d+)")  # fmt: skip
 # the dpkg/apt locks unattended-upgrades and apt take (fcntl locks, as apt's and dpkg's own)
 APT_LOCKS = (
     "/var/lib/dpkg/lock-frontend",
@@ -56,15 +52,6 @@ class Run:
         return self.rc == 0 and self.recap.get("failed", 1) == 0 and self.recap.get("unreachable", 1) == 0
 
 
-def parse_recap(output: str) -> dict[str, int]:
-    """The counts of the (single host's) PLAY RECAP line; empty when the run never got there."""
-    for line in reversed(output.splitlines()):
-        match = RECAP_RE.match(line.strip())
-        if match:
-            return {k: int(v) for k, v in match.groupdict().items() if k != "host"}
-    return {}
-
-
 def play(
     inventory: Path,
     playbook: Path,
@@ -80,18 +67,20 @@ def play(
     proc = subprocess.Popen(
         argv, cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
     )
+    # a timer, not a check per line: a run that hangs prints nothing
+    deadline = threading.Timer(timeout_s, kill_run, (proc,))
+    deadline.start()
     lines: list[str] = []
     assert proc.stdout is not None
     for line in proc.stdout:
         lines.append(line)
         if on_line is not None:
             on_line(line.rstrip("\n"), proc)
-        if time.monotonic() - started > timeout_s:
-            kill_run(proc)
     rc = proc.wait()
+    deadline.cancel()
     output = "".join(lines)
     seconds = time.monotonic() - started
-    return Run(rc, output, rc == -signal.SIGKILL, parse_recap(output), ignored_tasks(output), seconds)
+    return Run(rc, output, rc == -signal.SIGKILL, recap_counts(output), ignored_tasks(output), seconds)
 
 
 def kill_run(proc: subprocess.Popen[str]) -> None:

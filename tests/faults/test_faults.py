@@ -136,10 +136,11 @@ def test_apt_lock_held_longer_than_a_minute(host: tuple[str, Path], trial: int) 
     # the holder got the lock while the run was on, and the run outlasted the hold: it waited
     assert started < held_at < started + waited.seconds - hold_s + 5, "the lock was not held while the run ran"
     again = harness.play(inventory, SITE, "--tags", "common")
+    after = user_files(name)
     record("lock", trial, converged=True, idempotent=again.recap.get("changed") == 0,
-           data_intact=user_files(name) == before, injected_at=f"{after_s:.1f} s, held {hold_s:.0f} s")  # fmt: skip
+           data_intact=after == before, injected_at=f"{after_s:.1f} s, held {hold_s:.0f} s")  # fmt: skip
     assert again.recap["changed"] == 0, again.output[-6000:]
-    assert user_files(name) == before
+    assert after == before
 
 
 @pytest.mark.data_tmpfs("400m")

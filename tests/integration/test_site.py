@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
-from throwaway import ignored_tasks, throwaway_host
+from throwaway import ignored_tasks, recap_counts, throwaway_host
 
 from dlstack import lock
 from dlstack.data import DATA_DIR
@@ -89,8 +88,7 @@ def play(inventory: Path, playbook: str, *extra: str, data: Path | None = None) 
 
 
 def recap(proc: subprocess.CompletedProcess[str], host: str) -> dict[str, int]:
-    line = next(line for line in proc.stdout.splitlines() if line.startswith(f"{host} ") and "ok=" in line)
-    return {key: int(value) for key, value in re.findall(r"(\w+)=(\d+)", line)}
+    return recap_counts(proc.stdout, host)
 
 
 def changed_tasks(proc: subprocess.CompletedProcess[str]) -> str:

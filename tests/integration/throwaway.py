@@ -13,6 +13,18 @@ from pathlib import Path
 from dlstack import sandbox
 
 TASK_RE = re.compile(r"^(?:TASK|RUNNING HANDLER) \[(?P<name>.*)\] \**$")
+RECAP_RE = re.compile(r"^(?P<host>\S+)\s+: ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+unreachable=(?P<unreachable>\d+)"
+                      r"\s+failed=(?P<failed>\d+)\s+skipped=(?P<skipped>\d+)\s+rescued=(?P<rescued>\d+)"
+                      r"\s+ignored=(?P<ignored>\d+)")  # fmt: skip
+
+
+def recap_counts(output: str, host: str | None = None) -> dict[str, int]:
+    """The PLAY RECAP counts of ``host`` (any host: the last recap line); empty when the run never got there."""
+    for line in reversed(output.splitlines()):
+        match = RECAP_RE.match(line.strip())
+        if match and host in (None, match["host"]):
+            return {k: int(v) for k, v in match.groupdict().items() if k != "host"}
+    return {}
 
 
 def ignored_tasks(output: str) -> list[str]:

@@ -15,7 +15,7 @@ TESTS = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(TESTS / "integration"), str(TESTS / "faults")]
 
 import harness  # noqa: E402 - tests/faults, put on the path above
-from throwaway import ignored_tasks  # noqa: E402 - tests/integration, put on the path above
+from throwaway import ignored_tasks, recap_counts  # noqa: E402 - tests/integration, put on the path above
 
 OUTPUT = """
 PLAY [Deep-learning workstation] ***********************************************
@@ -48,7 +48,7 @@ def test_ignored_tasks_is_empty_without_ignoring() -> None:
 
 
 def test_recap_reads_every_count() -> None:
-    recap = harness.parse_recap(OUTPUT)
+    recap = recap_counts(OUTPUT)
     assert recap == {
         "ok": 127,
         "changed": 39,
@@ -60,8 +60,13 @@ def test_recap_reads_every_count() -> None:
     }
 
 
+def test_recap_reads_only_the_host_asked_for() -> None:
+    assert recap_counts(OUTPUT, "host-1")["changed"] == 39
+    assert recap_counts(OUTPUT, "host-2") == {}
+
+
 def test_a_run_without_recap_has_not_converged() -> None:
-    run = harness.Run(rc=0, output="", recap=harness.parse_recap(""))
+    run = harness.Run(rc=0, output="", recap=recap_counts(""))
     assert run.recap == {}
     assert not run.converged
 
