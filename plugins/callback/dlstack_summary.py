@@ -17,7 +17,9 @@ name: dlstack_summary
 type: aggregate
 short_description: Name the failed hosts, the task and the message at the end of the run
 description:
-  - Records the first failure (or unreachability) of each host and prints them after the play recap.
+  - Records the last failure (or unreachability) of each host, the one that stopped it, and prints
+    them after the play recap. A failure a rescue block handled is replaced by the rescue's own
+    failure, whose message says what to do.
 requirements:
   - enabled in ansible.cfg (callbacks_enabled)
 """
@@ -30,7 +32,7 @@ def _message(result: dict[str, Any]) -> str:
 
 
 class CallbackModule(CallbackBase):
-    """Collect the first failure of each host; print them at the end."""
+    """Collect the failure that stopped each host; print them at the end."""
 
     CALLBACK_VERSION = 2.0
     CALLBACK_TYPE = "aggregate"
@@ -42,9 +44,8 @@ class CallbackModule(CallbackBase):
         self.failures: dict[str, tuple[str, str]] = {}
 
     def _record(self, result: Any, kind: str) -> None:
-        host = result._host.get_name()
-        if host not in self.failures:
-            self.failures[host] = (f"{kind} in '{result._task.get_name()}'", _message(result._result))
+        # the last one: a host stops at its first unhandled failure, and a rescued one is followed by the rescue's
+        self.failures[result._host.get_name()] = (f"{kind} in '{result._task.get_name()}'", _message(result._result))
 
     def v2_runner_on_failed(self, result: Any, ignore_errors: bool = False) -> None:
         if not ignore_errors:

@@ -89,12 +89,13 @@ def kill_run(proc: subprocess.Popen[str]) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
-def kill_at_task(task_number: int) -> Callable[[str, subprocess.Popen[str]], None]:
-    """An ``on_line`` that kills the run when its ``task_number``-th task (1-based) starts."""
+def kill_at_task(task_number: int, role: str = "") -> Callable[[str, subprocess.Popen[str]], None]:
+    """An ``on_line`` that kills the run when its ``task_number``-th task (1-based) starts (of ``role`` if named)."""
     seen = [0]
 
     def on_line(line: str, proc: subprocess.Popen[str]) -> None:
-        if TASK_RE.match(line.strip()):
+        task = TASK_RE.match(line.strip())
+        if task and task["name"].startswith(f"{role} : " if role else ""):
             seen[0] += 1
             if seen[0] == task_number:
                 time.sleep(random.uniform(0, 2))  # noqa: S311 - a test's random point, not a secret

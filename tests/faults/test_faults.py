@@ -44,7 +44,13 @@ GROUP_VARS = """---
 common_ca_certificates: "{{ query('ansible.builtin.fileglob', '/usr/local/share/ca-certificates/*.crt') \
 | map('community.general.dict_kv', 'src') | list }}"
 common_data_dir: /data
+# Docker in a container without NET_ADMIN, as in the sandbox (inventories/sandbox/group_vars/all/container_runtime.yml)
+container_runtime_docker_source: ubuntu
+container_runtime_nvidia_toolkit: false
+container_runtime_daemon_config__sandbox: {bridge: none, iptables: false, ip6tables: false, storage-driver: vfs}
 """
+# keys a user put in daemon.json before dlstack came (a lab registry mirror, the lab's DNS)
+USER_DAEMON_JSON = {"registry-mirrors": ["https://registry-mirror.lab.invalid"], "dns": ["10.0.0.53"]}
 
 
 def rng_for(fault: str, trial: int) -> random.Random:
@@ -165,3 +171,41 @@ def test_data_directory_full_during_an_environment_install(host: tuple[str, Path
     recover("disk", trial, name, inventory, before, *extra, injected_at=f"{free_mb} MB free")
     python = f"{DATA}/envs/tools/bin/python"
     assert harness.docker_exec(name, python, "-c", "import numpy, pandas").returncode == 0
+
+
+@pytest.mark.parametrize("trial", range(TRIALS))
+def test_a_user_s_own_changes_survive_a_killed_run(host: tuple[str, Path], trial: int) -> None:
+    """A run that changes the environment and daemon.json is killed; the user's package and keys stay.
+
+    The user had daemon.json keys of their own before dlstack came, and added a package to a
+    dlstack environment after it; then a setting changed (one more package, a daemon.json key), and
+    the run applying it was killed inside container_runtime or python_env.
+    """
+    name, inventory = host
+    before = user_files(name)
+    harness.docker_exec(
+        name, "sh", "-c", f"mkdir -p /etc/docker && echo '{json.dumps(USER_DAEMON_JSON)}' > /etc/docker/daemon.json"
+    )
+    tools = {"name": "tools", "packages": ["numpy"]}
+    tags = ("--tags", "common,runtime,envs")
+    first = harness.play(inventory, SITE, *tags, "-e", json.dumps({"python_env_environments": [tools]}))
+    assert first.converged, first.output[-6000:]
+    python = "/opt/dlstack/envs/tools/bin/python"
+    harness.docker_exec(name, python, "-m", "pip", "install", "--quiet", "cowsay")
+    changed = {
+        "python_env_environments": [{**tools, "packages": ["numpy", "tqdm"]}],
+        "container_runtime_log_max_size": "20m",
+    }
+    extra = (*tags, "-e", json.dumps(changed))
+    rng = rng_for("user", trial)
+    role, task = rng.choice(["container_runtime", "python_env"]), rng.randint(1, 25)
+    killed = harness.play(inventory, SITE, *extra, on_line=harness.kill_at_task(task, role=role))
+    recover("user", trial, name, inventory, before, *extra, injected_at=f"{role} task {task}", killed=killed.killed)
+    daemon = json.loads(harness.docker_exec(name, "cat", "/etc/docker/daemon.json").stdout)
+    where = f"(trial {trial}, killed at {role} task {task}, DLSTACK_FAULT_SEED={SEED})"
+    assert {k: daemon.get(k) for k in USER_DAEMON_JSON} == USER_DAEMON_JSON, (
+        f"the user's daemon.json keys {where}: {daemon}"
+    )
+    assert daemon.get("log-opts", {}).get("max-size") == "20m", f"the changed setting never arrived {where}: {daemon}"
+    imports = harness.docker_exec(name, python, "-c", "import cowsay, numpy, tqdm", check=False)
+    assert imports.returncode == 0, f"the environment lost a package {where}: {imports.stderr}"

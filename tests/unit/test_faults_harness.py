@@ -82,3 +82,13 @@ def test_kill_at_task_kills_when_the_nth_task_starts(monkeypatch: pytest.MonkeyP
             assert line.startswith("RUNNING HANDLER [container_runtime : Restart docker]")
             break
     assert killed == [1]
+
+
+def test_kill_at_task_counts_only_the_named_role_s_tasks(monkeypatch: pytest.MonkeyPatch) -> None:
+    killed: list[str] = []
+    on_line = harness.kill_at_task(1, role="cuda_toolkit")
+    monkeypatch.setattr(harness, "kill_run", lambda proc: killed.append(current))
+    monkeypatch.setattr(harness.time, "sleep", lambda seconds: None)
+    for current in OUTPUT.splitlines():
+        on_line(current, None)  # type: ignore[arg-type]
+    assert killed == ["TASK [cuda_toolkit : Install the CUDA toolkit] *********************************"]
