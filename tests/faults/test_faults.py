@@ -209,3 +209,32 @@ def test_a_user_s_own_changes_survive_a_killed_run(host: tuple[str, Path], trial
     assert daemon.get("log-opts", {}).get("max-size") == "20m", f"the changed setting never arrived {where}: {daemon}"
     imports = harness.docker_exec(name, python, "-c", "import cowsay, numpy, tqdm", check=False)
     assert imports.returncode == 0, f"the environment lost a package {where}: {imports.stderr}"
+
+
+@pytest.mark.parametrize("trial", range(TRIALS))
+def test_network_cut_mid_download(host: tuple[str, Path], trial: int) -> None:
+    """The lab's apt proxy cuts every connection mid-download and refuses new ones for a while.
+
+    The faulted run must end by itself (fail or converge: it must not hang), and once the network
+    is back a plain re-run converges. The host's package lists are removed first, so that the run
+    downloads them (about 30 MB) and the packages of the common role through the proxy.
+    """
+    name, inventory = host
+    before = user_files(name)
+    rng = rng_for("network", trial)
+    cut_mb, outage_s = rng.uniform(2, 30), rng.uniform(5, 20)
+    with harness.CutProxy(int(cut_mb * 1e6), outage_s) as proxy:
+        url = f"http://127.0.0.1:{proxy.port}"
+        # the lab's proxy, configured before dlstack came; common_apt_proxy names the same
+        lab = f'Acquire::http::Proxy "{url}";'
+        harness.docker_exec(
+            name, "sh", "-c", f"echo '{lab}' > /etc/apt/apt.conf.d/90lab-proxy && rm -rf /var/lib/apt/lists/*"
+        )
+        extra = ("--tags", "common", "-e", json.dumps({"common_apt_proxy": url}))
+        faulted = harness.play(inventory, SITE, *extra, timeout_s=600)
+        where = f"(cut after {cut_mb:.1f} MB for {outage_s:.0f} s, DLSTACK_FAULT_SEED={SEED})"
+        assert proxy.cut_at is not None, f"the run downloaded less than {cut_mb:.1f} MB: no fault {where}"
+        assert not faulted.killed, f"the run hung after the network was cut {where}:\n{faulted.output[-4000:]}"
+        proxy.wait_until_restored()
+        recover("network", trial, name, inventory, before, *extra, injected_at=f"{cut_mb:.1f} MB, {outage_s:.0f} s",
+                faulted_run=("converged" if faulted.converged else "failed"))  # fmt: skip

@@ -6,7 +6,11 @@ these run it on real output shapes of the default callback.
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -92,3 +96,43 @@ def test_kill_at_task_counts_only_the_named_role_s_tasks(monkeypatch: pytest.Mon
     for current in OUTPUT.splitlines():
         on_line(current, None)  # type: ignore[arg-type]
     assert killed == ["TASK [cuda_toolkit : Install the CUDA toolkit] *********************************"]
+
+
+DETACHING = """
+import os, sys, time
+if os.fork() == 0:
+    os.setsid()  # as ansible-core's task workers do
+    print(os.getpid(), flush=True)
+    time.sleep(600)
+else:
+    time.sleep(600)
+"""
+
+
+def test_kill_run_also_kills_workers_that_left_the_session() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", DETACHING], stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
+    assert proc.stdout is not None
+    worker = int(proc.stdout.readline())
+    try:
+        assert os.getsid(worker) != os.getsid(proc.pid)  # killpg alone would miss it
+        assert harness.descendants(proc.pid) == [worker]
+        harness.kill_run(proc)
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while alive(worker):
+            assert time.monotonic() < deadline, f"worker {worker} outlived the kill"
+            time.sleep(0.05)
+    finally:
+        if alive(worker):  # the kill under test failed: do not leave it behind
+            os.kill(worker, signal.SIGKILL)
+
+
+def alive(pid: int) -> bool:
+    """Running or sleeping; a zombie (killed, not yet reaped by init) counts as gone."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8").rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
