@@ -28,6 +28,7 @@ UBUNTU_CODENAME=focal
 """
 # Files a converge would create; none may exist after a failed preflight.
 WRITTEN_BY_ROLES = [
+    "/etc/apt/apt.conf.d/80dlstack-retries",
     "/etc/apt/apt.conf.d/51dlstack-unattended-upgrades",
     "/etc/ansible/facts.d",
     "/etc/profile.d/dlstack-data.sh",

@@ -33,6 +33,11 @@ def _blacklist(host) -> list[str]:
     return [line.split('"')[1] for line in out.splitlines() if '"' in line and line.split('"')[1]]
 
 
+def test_apt_retries_at_once(host):
+    """apt as the host runs it (apt-config merges every file) has no growing retry delay (common_apt_retry_delay)."""
+    assert host.check_output("apt-config dump Acquire::Retries::Delay").strip() == 'Acquire::Retries::Delay "false";'
+
+
 def test_unattended_upgrades_exclude_nvidia_and_cuda(host):
     patterns = _blacklist(host)
     for expected in ("nvidia-", "libnvidia-", "cuda-", "my-pinned-package"):
