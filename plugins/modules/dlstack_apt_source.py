@@ -84,9 +84,10 @@ def main() -> None:
     if not Path(path).exists():
         module.exit_json(changed=False, refused=[])
     rc, out, err = module.run_command(update_argv(path), environ_update={"LC_ALL": "C"})
-    refused = refusals(out + "\n" + err)
+    output = out + "\n" + err
+    refused = refusals(output)
     if not refused:
-        warnings = [line for line in (out + "\n" + err).splitlines() if line.startswith(("E:", "W:"))] if rc else []
+        warnings = [line for line in output.splitlines() if line.startswith(("E:", "W:"))] if rc else []
         for warning in warnings:
             module.warn(f"apt-get update for {path}: {warning}")
         module.exit_json(changed=False, refused=[])

@@ -44,11 +44,8 @@ GROUP_VARS = """---
 common_ca_certificates: "{{ query('ansible.builtin.fileglob', '/usr/local/share/ca-certificates/*.crt') \
 | map('community.general.dict_kv', 'src') | list }}"
 common_data_dir: /data
-# Docker in a container without NET_ADMIN, as in the sandbox (inventories/sandbox/group_vars/all/container_runtime.yml)
-container_runtime_docker_source: ubuntu
-container_runtime_nvidia_toolkit: false
-container_runtime_daemon_config__sandbox: {bridge: none, iptables: false, ip6tables: false, storage-driver: vfs}
 """
+SANDBOX_RUNTIME_VARS = harness.ROOT / "inventories" / "sandbox" / "group_vars" / "all" / "container_runtime.yml"
 # keys a user put in daemon.json before dlstack came (a lab registry mirror, the lab's DNS)
 USER_DAEMON_JSON = {"registry-mirrors": ["https://registry-mirror.lab.invalid"], "dns": ["10.0.0.53"]}
 
@@ -64,8 +61,10 @@ def host(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[str, 
     marker = request.node.get_closest_marker("data_tmpfs")
     # exec: Docker mounts a tmpfs noexec by default, and an environment's compiled modules are mapped executable
     tmpfs = (f"{DATA}:size={marker.args[0]},exec",) if marker else ()
-    (tmp_path / "group_vars").mkdir()
-    (tmp_path / "group_vars" / "all.yml").write_text(GROUP_VARS, encoding="utf-8")
+    (tmp_path / "group_vars" / "all").mkdir(parents=True)
+    (tmp_path / "group_vars" / "all" / "main.yml").write_text(GROUP_VARS, encoding="utf-8")
+    # Docker in a container without NET_ADMIN: the sandbox's own settings
+    (tmp_path / "group_vars" / "all" / "container_runtime.yml").symlink_to(SANDBOX_RUNTIME_VARS)
     with throwaway_host("dlstack-faults", "dlstack/ubuntu-systemd:24.04", tmp_path, tmpfs=tmpfs) as name:
         for path in USER_FILES:
             make = f"mkdir -p $(dirname {DATA}/{path}) && head -c 1500000 /dev/urandom > {DATA}/{path}"

@@ -101,6 +101,11 @@ def left_behind(name: str, source: str) -> list[str]:
     return found
 
 
+def assert_nothing_left(name: str, source: str, case: str) -> None:
+    found = left_behind(name, source)
+    assert found == [], f"{source}, {case}: left behind {found}"
+
+
 def refused(run: harness.Run, *expected: str) -> None:
     assert not run.converged, f"the run accepted the source:\n{run.output[-6000:]}"
     for text in expected:
@@ -117,17 +122,17 @@ def test_a_signed_apt_source_with_the_wrong_key_is_refused(host: tuple[str, Path
     # key swapped, repository signed by that key: the fingerprint check is all that stops it
     run = attempt(inventory, source, "other", "other", pinned)
     refused(run, other, pinned, SETTING[source])
-    assert left_behind(name, source) == [], f"{source}, key swapped: left behind {left_behind(name, source)}"
+    assert_nothing_left(name, source, "key swapped")
 
     if source == "docker":  # Docker's key file is pinned by its bytes as well
         run = attempt(inventory, source, "other", "other", pinned, read(name, "/srv/sources/pinned.sha256"))
         refused(run, "checksum", read(name, "/srv/sources/pinned.sha256"))
-        assert left_behind(name, source) == [], f"{source}, key file changed: left behind {left_behind(name, source)}"
+        assert_nothing_left(name, source, "key file changed")
 
     # the pinned key, an index signed by another: apt refuses it, the role says so and takes the source out
     run = attempt(inventory, source, "other", "pinned", pinned)
     refused(run, "not signed by the key", SETTING[source])
-    assert left_behind(name, source) == [], f"{source}, re-signed: left behind {left_behind(name, source)}"
+    assert_nothing_left(name, source, "re-signed")
 
     # the control: the same stand-in signed by the pinned key is accepted (the refusals above were the keys')
     run = attempt(inventory, source, "pinned", "pinned", pinned)
