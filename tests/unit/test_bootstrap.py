@@ -29,7 +29,7 @@ def bin_dir(tmp_path: Path) -> Path:
     """A PATH with only what the functions need: no real docker, dpkg-query or apt-get."""
     directory = tmp_path / "bin"
     directory.mkdir()
-    for tool in ("dirname", "grep", "cat", "sha256sum", "cut"):
+    for tool in ("dirname", "grep", "cat", "sha256sum", "cut", "timeout"):
         (directory / tool).symlink_to(shutil.which(tool))
     # dpkg-query -W -f='${Status}' NAME: "installed" for the names in $FAKE_INSTALLED
     stub(directory, "dpkg-query", 'for p in $FAKE_INSTALLED; do [ "$p" = "${!#}" ] && { printf "install ok installed"; '
@@ -40,7 +40,7 @@ def bin_dir(tmp_path: Path) -> Path:
 
 
 def run_function(bin_dir: Path, call: str, **env: str) -> subprocess.CompletedProcess[str]:
-    script = f'source "{BOOTSTRAP}"; PATH="{bin_dir}"; {call}'
+    script = f'source "{BOOTSTRAP}"; export PATH="{bin_dir}"; {call}'
     return subprocess.run(
         ["/bin/bash", "-c", script],
         env={"HOME": str(bin_dir.parent), **env},
@@ -71,12 +71,32 @@ def test_dockers_own_packages_are_kept(bin_dir, package):
     assert {"debootstrap", "python3-venv"} <= set(installs)
 
 
-def test_any_docker_cli_is_kept(bin_dir):
-    stub(bin_dir, "docker", 'echo "Docker version 28.2.2, build e6534b4"')
+def docker_client(bin_dir: Path, *, engine: bool) -> None:
+    """A `docker` that prints its version; `docker info` answers only when an engine runs."""
+    stub(bin_dir, "docker", f"""case "$1" in
+  --version) echo "Docker version 28.2.2, build e6534b4" ;;
+  info) exit {0 if engine else 1} ;;
+esac""")  # fmt: skip
+
+
+@pytest.mark.parametrize("how", ["engine answering", "dockerd to start"])
+def test_a_docker_cli_with_an_engine_is_kept(bin_dir, how):
+    docker_client(bin_dir, engine=how == "engine answering")
+    if how == "dockerd to start":
+        stub(bin_dir, "dockerd", "exit 0")
     proc = run_function(bin_dir, "install_apt_packages", FAKE_INSTALLED="")
     assert proc.returncode == 0, proc.stderr
     assert f"({bin_dir}/docker (Docker version 28.2.2, build e6534b4)): keeping it" in proc.stdout
     assert "docker.io" not in apt_installs(bin_dir)
+
+
+def test_a_docker_client_alone_gets_docker_io(bin_dir):
+    # This kind of CI machine ships a static docker client in /usr/local/bin and no engine
+    docker_client(bin_dir, engine=False)
+    proc = run_function(bin_dir, "install_apt_packages", FAKE_INSTALLED="")
+    assert proc.returncode == 0, proc.stderr
+    assert "keeping it" not in proc.stdout
+    assert "docker.io" in apt_installs(bin_dir)
 
 
 def test_an_installed_docker_io_is_not_reported(bin_dir):
