@@ -101,6 +101,16 @@ def _expected(option: Mapping[str, Any]) -> str:
     return text
 
 
+def _plain(value: Any) -> Any:
+    """The value as plain dicts and lists: the validator deep-copies what it checks, and ansible-core
+    2.19's lazy containers copy their whole templating context with them (2.3 s a run, measured)."""
+    if isinstance(value, Mapping):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value
+
+
 def type_problems(variables: Mapping[str, Any], specs: Mapping[str, Mapping[str, Any]]) -> list[str]:
     """Messages for inventory variables whose values do not fit the role's argument spec."""
     from ansible.module_utils.common.arg_spec import ArgumentSpecValidator  # controller-only import
@@ -110,7 +120,7 @@ def type_problems(variables: Mapping[str, Any], specs: Mapping[str, Mapping[str,
         for name, option in options.items():
             if name not in variables:
                 continue
-            value = variables[name]
+            value = _plain(variables[name])
             result = ArgumentSpecValidator({name: _validator_option(option)}).validate({name: value})
             if result.error_messages:
                 reason = "; ".join(result.error_messages)

@@ -23,6 +23,7 @@ from dlstack.resolver import ResolutionError, resolve_mapping
 
 LOCK_VERSION = 1
 HEADER = """\
+---
 # dlstack stack lock: the driver, CUDA and framework versions each host was given.
 # Written by dlstack after a successful converge (playbooks/workstation.yml, playbooks/upgrade.yml);
 # commit it with your inventory. Later runs keep these versions although dlstack/data moves on;

@@ -1,22 +1,26 @@
 """The sandbox: one long-lived local systemd container ("a workstation in a box").
 
-``inventories/sandbox`` targets it through the ``community.docker.docker`` connection, so
-``ansible-playbook site.yml`` provisions it with no other set-up. It has no GPU: the driver role
-installs userspace only, and GPU checks are skipped with a reason.
+``inventories/sandbox`` targets it through the ``docker`` connection (which ansible.cfg's strategy
+runs through Mitogen), so ``ansible-playbook site.yml`` provisions it with no other set-up. It has
+no GPU: the driver role installs userspace only, and GPU checks are skipped with a reason.
 """
 
 from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+
+import yaml
 
 from dlstack import testimages
 
 NAME = "dlstack-sandbox"
 DEFAULT_RELEASE = "24.04"
 HYBRID_V2 = Path("/sys/fs/cgroup/unified")
+INVENTORY = Path(__file__).resolve().parent.parent / "inventories" / "sandbox" / "hosts.yml"
 
 
 def cgroup_source(root: Path = Path("/sys/fs/cgroup")) -> str:
@@ -95,6 +99,24 @@ def wait_for_systemd(name: str = NAME, timeout: float = 120) -> str:
             return status
         time.sleep(1)  # the system bus is not up yet
     raise RuntimeError(f"systemd in {name} did not come up within {timeout:.0f}s (state: {status})")
+
+
+def inventory_connection(inventory: Path = INVENTORY) -> str:
+    """The connection the sandbox's inventory reaches it with (test hosts and benchmarks use the same)."""
+    hosts = yaml.safe_load(inventory.read_text(encoding="utf-8"))
+    return str(hosts["all"]["children"]["dlstack_workstations"]["hosts"][NAME]["ansible_connection"])
+
+
+@contextmanager
+def systemd_container(name: str, image: str, volumes: Sequence[str] = (), tmpfs: Sequence[str] = ()) -> Iterator[str]:
+    """A systemd container, up once systemd has booted, removed (with its files) afterwards."""
+    subprocess.run(["docker", *systemd_run_args(name, image, volumes=volumes, tmpfs=tmpfs)], check=True,
+                   capture_output=True)  # fmt: skip
+    try:
+        wait_for_systemd(name)
+        yield name
+    finally:
+        subprocess.run(["docker", "rm", "--force", name], check=False, capture_output=True)
 
 
 def up(release: str = DEFAULT_RELEASE, *, mirror: str | None = None) -> str:

@@ -26,7 +26,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from throwaway import TASK_RE, ignored_tasks, recap_counts
+from throwaway import TASK_RE, ignored_tasks
+
+from dlstack.recap import recap_counts
 
 ROOT = Path(__file__).resolve().parents[2]
 # the dpkg/apt locks unattended-upgrades and apt take (fcntl locks, as apt's and dpkg's own)

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from throwaway import throwaway_host
 
+from dlstack.recap import recap_counts
+
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.integration
 
@@ -68,15 +70,11 @@ def assert_untouched(name: str) -> None:
         assert probe.returncode == 1, f"{path} exists: preflight let a role run"
 
 
-def recap(output: str, host: str) -> str:
-    return next(line for line in output.splitlines() if line.startswith(host) and "ok=" in line)
-
-
 def test_unsupported_release_stops_in_preflight(focal_host, tmp_path):
     proc = site(tmp_path)
     assert proc.returncode != 0
     assert "host runs Ubuntu 20.04; dlstack supports Ubuntu 22.04, 24.04, 26.04" in proc.stdout
-    assert "changed=0" in recap(proc.stdout, focal_host)
+    assert recap_counts(proc.stdout, focal_host)["changed"] == 0
     assert_untouched(focal_host)
 
 
@@ -103,7 +101,7 @@ def test_driver_from_the_run_installer_stops_in_preflight(noble_host, tmp_path):
     assert proc.returncode != 0
     assert "installed with NVIDIA's .run installer" in proc.stdout
     assert "/usr/bin/nvidia-uninstall --silent" in proc.stdout
-    assert "changed=0" in recap(proc.stdout, noble_host)
+    assert recap_counts(proc.stdout, noble_host)["changed"] == 0
     assert_untouched(noble_host)
 
 
@@ -112,7 +110,7 @@ def test_misspelled_stack_variable_stops_in_preflight(noble_host, tmp_path):
     proc = site(tmp_path, "-e", "dlstack_driver=580")
     assert proc.returncode != 0
     assert "variable dlstack_driver is not a dlstack stack variable; did you mean dlstack_driver_branch?" in proc.stdout
-    assert "changed=0" in recap(proc.stdout, noble_host)
+    assert recap_counts(proc.stdout, noble_host)["changed"] == 0
     assert_untouched(noble_host)
 
 
@@ -135,7 +133,7 @@ def test_bad_environment_names_stop_in_preflight(noble_host, tmp_path, environme
     proc = site(tmp_path, "-e", json.dumps({"python_env_environments": environments}))
     assert proc.returncode != 0
     assert message in proc.stdout
-    assert "changed=0" in recap(proc.stdout, noble_host)
+    assert recap_counts(proc.stdout, noble_host)["changed"] == 0
     assert_untouched(noble_host)
 
 
@@ -162,7 +160,7 @@ def test_a_device_the_pinned_branch_does_not_support_stops_in_preflight(noble_ho
     assert proc.returncode != 0
     assert "does not support PCI device 10de:1c8c" in proc.stdout
     assert "580" in proc.stdout.split("does not support PCI device 10de:1c8c", 1)[1][:600]
-    assert "changed=0" in recap(proc.stdout, noble_host)
+    assert recap_counts(proc.stdout, noble_host)["changed"] == 0
     assert_untouched(noble_host)
 
 
@@ -172,7 +170,7 @@ def test_an_unknown_device_without_an_override_stops_in_preflight(noble_host, tm
     assert proc.returncode != 0
     assert "10de:ffff" in proc.stdout
     assert "dlstack_gpu" in proc.stdout and "dlstack_compute_capability" in proc.stdout
-    assert "changed=0" in recap(proc.stdout, noble_host)
+    assert recap_counts(proc.stdout, noble_host)["changed"] == 0
     assert_untouched(noble_host)
 
 
@@ -202,10 +200,10 @@ def test_one_bad_host_fails_alone_and_is_named_at_the_end(tmp_path):
         )
         proc, strict = (preflight(inventory, *extra) for extra in ([], ["-e", "dlstack_all_or_nothing=true"]))
     # all-or-nothing: the good host stops too, before any change
-    assert "failed=1" in recap(strict.stdout, good)
+    assert recap_counts(strict.stdout, good)["failed"] == 1
     assert "no host is changed" in strict.stdout
     assert proc.returncode != 0
-    assert "failed=0" in recap(proc.stdout, good)
+    assert recap_counts(proc.stdout, good)["failed"] == 0
     assert "Resolve the driver, CUDA and framework stack" in proc.stdout
     summary = proc.stdout.split("DLSTACK SUMMARY", 1)[1]
     assert f"{bad}: failed in 'Check the stack variables" in summary

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -13,18 +12,6 @@ from pathlib import Path
 from dlstack import sandbox
 
 TASK_RE = re.compile(r"^(?:TASK|RUNNING HANDLER) \[(?P<name>.*)\] \**$")
-RECAP_RE = re.compile(r"^(?P<host>\S+)\s+: ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+unreachable=(?P<unreachable>\d+)"
-                      r"\s+failed=(?P<failed>\d+)\s+skipped=(?P<skipped>\d+)\s+rescued=(?P<rescued>\d+)"
-                      r"\s+ignored=(?P<ignored>\d+)")  # fmt: skip
-
-
-def recap_counts(output: str, host: str | None = None) -> dict[str, int]:
-    """The PLAY RECAP counts of ``host`` (any host: the last recap line); empty when the run never got there."""
-    for line in reversed(output.splitlines()):
-        match = RECAP_RE.match(line.strip())
-        if match and host in (None, match["host"]):
-            return {k: int(v) for k, v in match.groupdict().items() if k != "host"}
-    return {}
 
 
 def ignored_tasks(output: str) -> list[str]:
@@ -40,8 +27,8 @@ def ignored_tasks(output: str) -> list[str]:
     return ignored
 
 
-def inventory_text(name: str, inventory_dir: Path) -> str:
-    """``hosts.yml`` for one throwaway host.
+def inventory_text(name: str, inventory_dir: Path, connection: str = "community.docker.docker") -> str:
+    """``hosts.yml`` for one throwaway host, reached with ``connection``.
 
     Its verification reports and fleet report go to ``inventory_dir/reports/`` (host variables, so
     every playbook that verifies, site.yml, verify.yml and upgrade.yml, and every test that runs
@@ -50,7 +37,7 @@ def inventory_text(name: str, inventory_dir: Path) -> str:
     reports = inventory_dir / "reports"
     return (
         "all:\n  children:\n    dlstack_workstations:\n      hosts:\n"
-        f"        {name}:\n          ansible_connection: community.docker.docker\n"
+        f"        {name}:\n          ansible_connection: {connection}\n"
         "          ansible_python_interpreter: /usr/bin/python3\n"
         f"          gpu_verify_report_dir: {json.dumps(str(reports / 'verify'))}\n"
         f"          gpu_verify_fleet_report_dir: {json.dumps(str(reports / 'fleet'))}\n"
@@ -59,15 +46,15 @@ def inventory_text(name: str, inventory_dir: Path) -> str:
 
 @contextmanager
 def throwaway_host(
-    prefix: str, image: str, inventory_dir: Path, volumes: Sequence[str] = (), tmpfs: Sequence[str] = ()
+    prefix: str,
+    image: str,
+    inventory_dir: Path,
+    volumes: Sequence[str] = (),
+    tmpfs: Sequence[str] = (),
+    connection: str = "community.docker.docker",
 ) -> Iterator[str]:
-    """Start a systemd container, write ``inventory_dir/hosts.yml`` for it, remove it afterwards."""
-    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
-    run_args = sandbox.systemd_run_args(name, image, volumes=volumes, tmpfs=tmpfs)
-    subprocess.run(["docker", *run_args], check=True, capture_output=True)
-    try:
-        sandbox.wait_for_systemd(name)
-        (inventory_dir / "hosts.yml").write_text(inventory_text(name, inventory_dir), encoding="utf-8")
+    """Start a systemd container, write ``inventory_dir/hosts.yml`` for it (reached with ``connection``),
+    remove it afterwards."""
+    with sandbox.systemd_container(f"{prefix}-{uuid.uuid4().hex[:8]}", image, volumes, tmpfs) as name:
+        (inventory_dir / "hosts.yml").write_text(inventory_text(name, inventory_dir, connection), encoding="utf-8")
         yield name
-    finally:
-        subprocess.run(["docker", "rm", "--force", name], check=False, capture_output=True)

@@ -13,7 +13,7 @@ Checked against the project itself, never against a second list:
   ``dlstack_``, and every ``-e`` name: a role option (``roles/*/meta/argument_specs.yml``), a stack
   variable (``dlstack/data/stack_variables.yml``; both read with :mod:`dlstack.inventory_checks`), or a
   name the playbooks and inventories define (``vars:``, ``set_fact``, ``register``, inventory groups and
-  host variables), a filter, module or callback under ``plugins/``, a metric ``gpu_verify.py`` writes,
+  host variables), a filter, module, callback or strategy under ``plugins/``, a metric ``gpu_verify.py`` writes,
   or one of :data:`ALLOWED` (genuine exceptions, each with its reason);
 - paths in backticks under the repository's top-level directories, and relative links (file and anchor);
 - a paragraph that announces the flags of a ``dlstack`` command (``Flags:``, ``The flags are``) lists
@@ -220,7 +220,9 @@ class Project:
             values = json.dumps(_load_yaml(path) or {})
             defined.names |= {v for v in re.findall(r'"([a-z][a-z0-9_]*)"', values)}
 
-        plugins = {p.stem for p in _yaml_files("plugins/modules/*.py", "plugins/callback/*.py")} | _filters()
+        plugins = {
+            p.stem for p in _yaml_files("plugins/modules/*.py", "plugins/callback/*.py", "plugins/strategy/*.py")
+        } | _filters()
         gpu_verify = (ROOT / "scripts" / "gpu_verify.py").read_text(encoding="utf-8")
         metrics = set(re.findall(r"# TYPE (\w+)", gpu_verify))  # its Prometheus output
         known = set().union(*role_options.values(), stack, defined.names, plugins, metrics, roles, ALLOWED)

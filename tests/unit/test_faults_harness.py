@@ -15,11 +15,13 @@ from pathlib import Path
 
 import pytest
 
+from dlstack.recap import recap_counts
+
 TESTS = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(TESTS / "integration"), str(TESTS / "faults")]
 
 import harness  # noqa: E402 - tests/faults, put on the path above
-from throwaway import ignored_tasks, recap_counts  # noqa: E402 - tests/integration, put on the path above
+from throwaway import ignored_tasks  # noqa: E402 - tests/integration, put on the path above
 
 OUTPUT = """
 PLAY [Deep-learning workstation] ***********************************************

@@ -96,3 +96,18 @@ def test_named_contributions_to_a_setting_are_accepted(roles):
     assert inventory_checks.unknown_variables(["common_packages__lab", "common_packagez__lab"], options) == [
         "variable common_packagez__lab is not a setting of role common; did you mean common_packages?"
     ]
+
+
+def test_values_are_checked_as_plain_data() -> None:
+    """The validator deep-copies each value; lazy containers (ansible-core 2.19) are made plain first."""
+    from collections import UserDict
+
+    from dlstack.inventory_checks import _plain
+
+    class Lazy(UserDict):  # a Mapping that is not a dict, like ansible-core's lazy containers
+        pass
+
+    value = Lazy({"a": (1, Lazy({"b": [2]}))})
+    plain = _plain(value)
+    assert plain == {"a": [1, {"b": [2]}]}
+    assert type(plain) is dict and type(plain["a"]) is list and type(plain["a"][1]) is dict

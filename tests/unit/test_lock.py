@@ -81,7 +81,8 @@ def test_lock_file_round_trip_keeps_other_hosts_and_is_stable():
     text = lock.update_lock(text, {"gpu01": stack})
     assert list(lock.parse_lock(text)) == ["gpu01", "gpu02"]
     assert lock.update_lock(text, {"gpu01": stack}) == text
-    assert text.startswith("# dlstack stack lock")
+    # a YAML document users commit: it starts as yamllint and ansible-lint expect
+    assert text.startswith("---\n# dlstack stack lock")
     assert lock.host_entry(text, "gpu02") == lock.entry_from_stack(stack)
     assert lock.host_entry(text, "gpu03") is None
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
 import tempfile
@@ -19,13 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dlstack import vm
+from dlstack.recap import recap_counts
 
 ROOT = Path(__file__).resolve().parents[2]
 LOG_DIR = ROOT / ".cache" / "logs"
-RECAP = re.compile(
-    r"^(?P<host>\S+)\s*:\s*ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+"
-    r"unreachable=(?P<unreachable>\d+)\s+failed=(?P<failed>\d+)"
-)
 
 
 @dataclass
@@ -36,11 +32,10 @@ class PlayResult:
     seconds: float
 
     def recap(self, host: str = "dlstack-vm") -> dict[str, int]:
-        for line in self.output.splitlines():
-            match = RECAP.match(line.strip())
-            if match and match.group("host") == host:
-                return {k: int(v) for k, v in match.groupdict().items() if k != "host"}
-        raise AssertionError(f"no recap line for {host} in {self.log}")
+        counts = recap_counts(self.output, host)
+        if not counts:
+            raise AssertionError(f"no recap line for {host} in {self.log}")
+        return counts
 
     def tail(self, lines: int = 60) -> str:
         return "\n".join(self.output.splitlines()[-lines:])
