@@ -17,6 +17,7 @@ tests/unit/test_benchmarks.py; the runs themselves need Docker and the network.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -32,7 +33,7 @@ from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
 
-from dlstack import sandbox
+from dlstack import package_cache, sandbox
 from dlstack.recap import recap_by_host
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -130,10 +131,11 @@ def floor_script(packages: Sequence[str], uv_requirements: str, environments: di
 
 
 @contextmanager
-def fresh_host(prefix: str) -> Iterator[str]:
-    """A systemd container of the 24.04 image with the harness's download cache; removed afterwards."""
+def fresh_host(prefix: str, *, shared_cache: bool = True) -> Iterator[str]:
+    """A systemd container of the 24.04 image, with the harness's download cache unless
+    ``shared_cache`` is false (a host that downloads what it installs); removed afterwards."""
     CACHE.mkdir(parents=True, exist_ok=True)
-    volumes = (f"{CACHE}:{HOST_CACHE}:rw",)
+    volumes = (f"{CACHE}:{HOST_CACHE}:rw",) if shared_cache else ()
     with sandbox.systemd_container(f"{prefix}-{uuid.uuid4().hex[:8]}", IMAGE, volumes) as name:
         _copy_local_cas(name)
         yield name
@@ -146,8 +148,11 @@ def _copy_local_cas(name: str) -> None:
         subprocess.run(["docker", "cp", str(ca), f"{name}:/usr/local/share/ca-certificates/"], check=True)
 
 
-def write_inventory(directory: Path, hosts: Sequence[str], connection: str) -> Path:
-    """An inventory of ``hosts`` with the sandbox's group_vars; reports and the lock stay in ``directory``."""
+def write_inventory(
+    directory: Path, hosts: Sequence[str], connection: str, group: str = "dlstack_workstations"
+) -> Path:
+    """An inventory of ``hosts`` in ``group`` with the sandbox's group_vars; reports and the lock stay
+    beside ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "group_vars").symlink_to(ROOT / "inventories" / "sandbox" / "group_vars")
     entries = "".join(
@@ -161,23 +166,17 @@ def write_inventory(directory: Path, hosts: Sequence[str], connection: str) -> P
         f"    gpu_verify_report_dir: {json.dumps(str(reports / 'verify'))}\n"
         f"    gpu_verify_fleet_report_dir: {json.dumps(str(reports / 'fleet'))}\n"
         f"    dlstack_lock_file: {json.dumps(str(directory.parent / 'dlstack.lock.yml'))}\n"
-        f"  children:\n    dlstack_workstations:\n      hosts:\n{entries}",
+        f"  children:\n    {group}:\n      hosts:\n{entries}",
         encoding="utf-8",
     )
     return directory / "hosts.yml"
 
 
-def site(inventory: Path, *extra: str, env: dict[str, str] | None = None) -> Run:
-    """``ansible-playbook site.yml`` against ``inventory``, timed."""
-    argv = [
-        "ansible-playbook",
-        "site.yml",
-        "-i",
-        str(inventory),
-        "-e",
-        f"python_env_uv_cache_dir={HOST_CACHE}/uv",
-        *extra,
-    ]
+def site(inventory: Path, *extra: str, env: dict[str, str] | None = None, playbook: str = "site.yml",
+         shared_cache: bool = True) -> Run:  # fmt: skip
+    """``ansible-playbook site.yml`` (or ``playbook``) against ``inventory``, timed."""
+    cache = ["-e", f"python_env_uv_cache_dir={HOST_CACHE}/uv"] if shared_cache else []
+    argv = ["ansible-playbook", playbook, "-i", str(inventory), *cache, *extra]
     full_env = {**os.environ, "ANSIBLE_FORCE_COLOR": "0", **(env or {})}
     full_env.pop("DLSTACK_DATA_DIR", None)
     start = time.perf_counter()
@@ -278,3 +277,97 @@ def _environments(host: str) -> dict[str, dict[str, str]]:
             files["overrides"] = docker_exec(host, "cat", f"{state}/overrides.txt")
         found[env["name"]] = files
     return found
+
+
+# ----------------------------------------------------------------------------- fleet
+
+FLEET_GOAL_RATIO = 2.5
+# The benchmark's cache listens on the control machine's loopback (the hosts share its network), on
+# ports of its own: a lab's cache on this machine keeps its defaults.
+FLEET_APT_PORT = 13142
+FLEET_PYPI_PORT = 13141
+# A data-science environment without a framework: eight hosts of the sandbox's 5 GB PyTorch
+# environment do not fit on this kind of machine's disk; the apt packages are the sandbox's own.
+FLEET_ENVIRONMENT = {"name": "datascience", "packages": ["numpy", "pandas", "scikit-learn", "matplotlib", "tqdm"]}
+ACNG_LOG = "/var/log/apt-cacher-ng/apt-cacher.log"
+PYPI_ACCESS_LOG = "/var/log/dlstack-pypi-cache/access.log"
+PYPI_CACHE_DIR = "/var/cache/dlstack-pypi"
+
+
+def fleet_settings() -> dict[str, object]:
+    """What the fleet's hosts set beside the sandbox's group_vars: the cache, and the smaller environment."""
+    return {
+        "common_apt_proxy": f"http://127.0.0.1:{FLEET_APT_PORT}",
+        "python_env_pip_index_url": f"http://127.0.0.1:{FLEET_PYPI_PORT}/index/",
+        "python_env_environments": [FLEET_ENVIRONMENT],
+    }
+
+
+def cache_settings() -> dict[str, object]:
+    return {"package_cache_apt_port": FLEET_APT_PORT, "package_cache_pypi_port": FLEET_PYPI_PORT}
+
+
+@dataclass
+class CacheCounts:
+    """What the cache host's logs said at one moment."""
+
+    apt: package_cache.HitRate
+    pypi_lines: list[str]
+    pypi_downloads: int
+
+    def since(self, earlier: CacheCounts) -> tuple[package_cache.HitRate, package_cache.HitRate]:
+        """apt's and PyPI's hit rates of what happened after ``earlier``."""
+        pypi = package_cache.pypi_hit_rate(self.pypi_lines[len(earlier.pypi_lines) :],
+                                           self.pypi_downloads - earlier.pypi_downloads)  # fmt: skip
+        return self.apt - earlier.apt, pypi
+
+
+def cache_counts(cache_host: str) -> CacheCounts:
+    def read(*argv: str) -> str:
+        return subprocess.run(["docker", "exec", cache_host, *argv], capture_output=True, text=True, check=False).stdout
+
+    apt = package_cache.apt_hit_rate(read("cat", ACNG_LOG).splitlines())
+    downloads = len(read("find", PYPI_CACHE_DIR, "-type", "f", "-name", "*.*").split())
+    return CacheCounts(apt, read("cat", PYPI_ACCESS_LOG).splitlines(), downloads)
+
+
+def _fleet_phase(
+    label: str, tmp: Path, hosts: Sequence[str], cache_host: str, settings: Path
+) -> tuple[Run, CacheCounts]:
+    inventory = write_inventory(tmp / label, hosts, sandbox.inventory_connection())
+    before = cache_counts(cache_host)
+    run = must_pass(site(inventory, "-e", f"@{settings}", "--forks", str(max(8, len(hosts))), shared_cache=False),
+                    f"site.yml on {label}")  # fmt: skip
+    after = cache_counts(cache_host)
+    apt, pypi = after.since(before)
+    print(f"{label + ': apt cache':52s} {apt.describe()}")
+    print(f"{label + ': PyPI cache':52s} {pypi.describe()}")
+    return run, after
+
+
+def fleet(hosts: int = 8) -> int:
+    """A package cache (playbooks/cache.yml), then site.yml on one fresh host and on ``hosts`` at once."""
+    print(f"\n== fleet: site.yml on 1 host, then on {hosts} at once (forks {max(8, hosts)}), through a package cache")
+    with contextlib.ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="dlstack-bench-")))
+        cache_host = stack.enter_context(fresh_host("dlstack-bench-cache", shared_cache=False))
+        settings = tmp / "fleet.json"
+        settings.write_text(json.dumps(fleet_settings()), encoding="utf-8")
+        cache_vars = tmp / "cache.json"
+        cache_vars.write_text(json.dumps(cache_settings()), encoding="utf-8")
+        inventory = write_inventory(
+            tmp / "cache", [cache_host], sandbox.inventory_connection(), "dlstack_package_cache"
+        )
+        cache = must_pass(site(inventory, "-e", f"@{cache_vars}", playbook="playbooks/cache.yml", shared_cache=False),
+                          "playbooks/cache.yml")  # fmt: skip
+        print(figure("cache host: playbooks/cache.yml (not compared)", cache.seconds, cache.seconds))
+        first = stack.enter_context(fresh_host("dlstack-bench-one", shared_cache=False))
+        one, _ = _fleet_phase("1 host, cold cache", tmp, [first], cache_host, settings)
+        names = [stack.enter_context(fresh_host("dlstack-bench-fleet", shared_cache=False)) for _ in range(hosts)]
+        many, _ = _fleet_phase(f"{hosts} hosts, warm cache", tmp, names, cache_host, settings)
+        print(figure("1 host: site.yml (baseline)", one.seconds, one.seconds))
+        met = "met" if many.seconds <= FLEET_GOAL_RATIO * one.seconds else "not met"
+        print(figure(f"{hosts} hosts at once: site.yml", many.seconds, one.seconds,
+                     f"goal <= {FLEET_GOAL_RATIO:.1f}x: {met}"))  # fmt: skip
+        print(f"{'changed on the hosts (1 / fleet)':52s} {one.changed} / {many.changed}")
+        return 0

@@ -759,6 +759,53 @@ def storage_problems(variables: Mapping[str, Any], defaults: Mapping[str, Any]) 
     return messages
 
 
+# --- package_cache
+
+# apt-cacher-ng 3.7 (Ubuntu 24.04) reads its port as a signed 16-bit number: above 32767 it stops at
+# start ("Error resolving address for binding: Success").
+_PORT_RANGES = {"package_cache_apt_port": 32767, "package_cache_pypi_port": 65535}
+
+
+def _is_true(value: Any) -> bool:
+    from ansible.module_utils.parsing.convert_bool import boolean  # controller-only import
+
+    try:
+        return boolean(value, strict=True)
+    except TypeError:
+        return False
+
+
+def _port_number(value: Any) -> int | None:
+    text = str(value).strip() if isinstance(value, int | str) and not isinstance(value, bool) else ""
+    return int(text) if text.isdigit() else None
+
+
+def package_cache_problems(variables: Mapping[str, Any], defaults: Mapping[str, Any]) -> list[str]:
+    """Ports in range and apart, index URLs that are URLs: what argument_specs cannot say."""
+    messages = []
+    ports = {}
+    for name, highest in _PORT_RANGES.items():
+        value = _setting(variables, defaults, name)
+        port = _port_number(value)
+        if port is None or not 1 <= port <= highest:
+            why = " (apt-cacher-ng cannot listen above 32767)" if highest == 32767 else ""
+            messages.append(f"{name} = {value!r} is not valid: expected a port from 1 to {highest}{why}")
+        ports[name] = port
+    both_on = all(_is_true(_setting(variables, defaults, f"package_cache_{kind}")) for kind in ("apt", "pypi"))
+    if both_on and None not in ports.values() and len(set(ports.values())) == 1:
+        messages.append(
+            f"package_cache_apt_port and package_cache_pypi_port are both {ports['package_cache_apt_port']}: "
+            "expected two different ports"
+        )
+    urls = _setting(variables, defaults, "package_cache_pypi_extra_index_urls")
+    for name, value in [
+        ("package_cache_pypi_index_url", _setting(variables, defaults, "package_cache_pypi_index_url"))
+    ] + [(f"package_cache_pypi_extra_index_urls[{i}]", url) for i, url in enumerate(urls if _is_list(urls) else [])]:
+        if not (_is_str(value) and re.match(r"^https?://\S+$", value)):
+            messages.append(f"{name} = {value!r} is not valid: expected an http:// or https:// index URL")
+    return messages
+
+
 def setting_problems(variables: Mapping[str, Any], defaults: Mapping[str, Mapping[str, Any]]) -> list[str]:
     """Every structured role setting that does not fit, with the variable, the value and what is accepted."""
     return (
@@ -766,4 +813,5 @@ def setting_problems(variables: Mapping[str, Any], defaults: Mapping[str, Mappin
         + gpu_verify_problems(variables)
         + cloud_vm_problems(variables)
         + storage_problems(variables, defaults.get("storage", {}))
+        + package_cache_problems(variables, defaults.get("package_cache", {}))
     )

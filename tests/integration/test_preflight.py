@@ -92,6 +92,20 @@ def test_mistyped_variable_stops_in_preflight(noble_host, tmp_path):
     assert_untouched(noble_host)
 
 
+def test_a_package_cache_port_apt_cacher_ng_cannot_use_stops_in_preflight(noble_host, tmp_path):
+    # apt-cacher-ng 3.7 fails at start above 32767; the cache playbook's preflight names the setting
+    proc = subprocess.run(
+        ["ansible-playbook", "playbooks/cache.yml", "-i", str(tmp_path / "hosts.yml"),
+         "-e", "dlstack_target_hosts=all", "-e", "package_cache_apt_port=43142"],
+        cwd=ROOT, capture_output=True, text=True, check=False, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    expected = "package_cache_apt_port = '43142' is not valid: expected a port from 1 to 32767"
+    assert expected in " ".join(proc.stdout.split()), proc.stdout[-3000:]
+    assert recap_counts(proc.stdout, noble_host)["changed"] == 0
+    assert_untouched(noble_host)
+
+
 def test_driver_from_the_run_installer_stops_in_preflight(noble_host, tmp_path):
     # NVIDIA's .run installer leaves /usr/bin/nvidia-uninstall (a link to nvidia-installer); only the
     # path is read, so an executable stand-in at that path is all the check can see either way.

@@ -300,3 +300,48 @@ def test_the_sandbox_inventory_passes():
         variables |= yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     assert variables[ENVS]
     assert problems(**variables) == []
+
+
+# --- package_cache (what argument_specs cannot say)
+
+PACKAGE_CACHE_DEFAULTS = DEFAULTS["package_cache"]
+
+
+def test_the_package_cache_defaults_pass():
+    assert ic.package_cache_problems({}, PACKAGE_CACHE_DEFAULTS) == []
+
+
+APT_PORT_RANGE = "expected a port from 1 to 32767 (apt-cacher-ng cannot listen above 32767)"
+URL = "expected an http:// or https:// index URL"
+
+
+@pytest.mark.parametrize(
+    ("variables", "message"),
+    [
+        ({"package_cache_apt_port": 43142}, f"package_cache_apt_port = 43142 is not valid: {APT_PORT_RANGE}"),
+        ({"package_cache_pypi_port": 0}, "package_cache_pypi_port = 0 is not valid: expected a port from 1 to 65535"),
+        (
+            {"package_cache_pypi_port": "web"},
+            "package_cache_pypi_port = 'web' is not valid: expected a port from 1 to 65535",
+        ),
+        (
+            {"package_cache_pypi_port": 3142},
+            "package_cache_apt_port and package_cache_pypi_port are both 3142: expected two different ports",
+        ),
+        (
+            {"package_cache_pypi_index_url": "pypi.org/simple"},
+            f"package_cache_pypi_index_url = 'pypi.org/simple' is not valid: {URL}",
+        ),
+        (
+            {"package_cache_pypi_extra_index_urls": ["https://ok/", "ftp://x"]},
+            f"package_cache_pypi_extra_index_urls[1] = 'ftp://x' is not valid: {URL}",
+        ),
+    ],
+)
+def test_package_cache_settings_that_cannot_work_are_named(variables, message):
+    assert ic.package_cache_problems(variables, PACKAGE_CACHE_DEFAULTS) == [message]
+
+
+def test_the_same_port_is_fine_when_one_cache_is_off():
+    variables = {"package_cache_pypi_port": 3142, "package_cache_pypi": False}
+    assert ic.package_cache_problems(variables, PACKAGE_CACHE_DEFAULTS) == []
