@@ -63,7 +63,7 @@ class HitRate:
             return "no requests"
         served, fetched = self.served_bytes / 2**20, self.fetched_bytes / 2**20
         size = f", {served:.0f} MiB served, {fetched:.0f} MiB fetched upstream" if served else ""
-        return f"{self.rate:6.1%} hits ({self.hits} of {self.requests} files{size})"
+        return f"{self.rate:6.1%} hits ({self.hits} of {self.requests} file requests{size})"
 
 
 def apt_hit_rate(log_lines: Iterable[str]) -> HitRate:

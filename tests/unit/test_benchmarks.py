@@ -93,3 +93,8 @@ def test_phases_of_the_floor_script() -> None:
 
 def test_the_profile_total_is_not_a_role() -> None:
     assert "total" not in benchmarks.role_seconds(ROLES + "total ------------------------------- 116.33s\n")
+
+
+def test_cpu_seconds_from_cgroup_v2_and_v1():
+    assert benchmarks.cpu_seconds("usage_usec 63152091\nuser_usec 42089474\n") == 63.152091
+    assert benchmarks.cpu_seconds("63152091489\n") == 63.152091489
