@@ -3,21 +3,19 @@ imported by path, once (a helper beside the tests, as tests/vm/vmhost.py is; not
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 from types import ModuleType
+
+from file_module import load_file
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "gpu_verify.py"
 
 
 def load_gpu_verify() -> ModuleType:
     if "gpu_verify" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("gpu_verify", SCRIPT)
-        assert spec and spec.loader
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["gpu_verify"] = module  # dataclasses look their module up while classes are built
-        spec.loader.exec_module(module)
+        # dataclasses look their module up while classes are built
+        load_file("gpu_verify", SCRIPT, register=True)
     return sys.modules["gpu_verify"]
 
 

@@ -6,20 +6,13 @@ The faults tier runs the module against stand-in repositories signed by the wron
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
+from file_module import load_file
 
 ROOT = Path(__file__).resolve().parents[2]
-spec = importlib.util.spec_from_file_location(
-    "dlstack_apt_source", ROOT / "plugins" / "modules" / "dlstack_apt_source.py"
-)
-assert spec and spec.loader
-mod = importlib.util.module_from_spec(spec)
-sys.modules[spec.name] = mod
-spec.loader.exec_module(mod)
+mod = load_file("dlstack_apt_source", ROOT / "plugins" / "modules" / "dlstack_apt_source.py", register=True)
 
 # apt 2.7 (Ubuntu 24.04), a repository signed by a key the keyring does not hold
 NO_PUBKEY = """Get:1 file:/srv/sources/other/cuda/ubuntu2404/x86_64  InRelease [1093 B]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -10,16 +9,15 @@ import sys
 from pathlib import Path
 
 import pytest
+from file_module import load_file
 
 ROOT = Path(__file__).resolve().parents[2]
 MODULE_PATH = ROOT / "plugins" / "modules" / "dlstack_docker_daemon_json.py"
 
 
 def load_module():
-    spec = importlib.util.spec_from_file_location("dlstack_docker_daemon_json", MODULE_PATH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
+    # dataclasses look their module up there
+    module = load_file("dlstack_docker_daemon_json", MODULE_PATH, register=True)
     return module
 
 

@@ -9,22 +9,18 @@ machine cannot produce (a Kubernetes node, running GPU containers).
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
+from file_module import load_file
 
 ROOT = Path(__file__).resolve().parents[2]
 PROBE_PATH = ROOT / "roles" / "container_runtime" / "files" / "runtime_probe.py"
 
 
 def load_probe():
-    spec = importlib.util.spec_from_file_location("runtime_probe", PROBE_PATH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
+    module = load_file("runtime_probe", PROBE_PATH, register=True)
     return module
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -11,17 +10,13 @@ from types import ModuleType
 
 import pytest
 from ansible.errors import AnsibleFilterError
+from file_module import load_file
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _plugin() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "dlstack_resolver_filter", ROOT / "plugins/filter/dlstack_resolver.py"
-    )
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_file("dlstack_resolver_filter", ROOT / "plugins/filter/dlstack_resolver.py")
     return module
 
 

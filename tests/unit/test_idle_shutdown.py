@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+from file_module import load_file
 
 SCRIPT = Path(__file__).resolve().parents[2] / "roles" / "idle_shutdown" / "files" / "dlstack-idle-shutdown.py"
 HOUR = 3600.0
 
 
 def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("dlstack_idle_shutdown", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_file("dlstack_idle_shutdown", SCRIPT)
     return module
 
 

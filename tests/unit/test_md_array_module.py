@@ -6,20 +6,15 @@ the VM tier runs the module against real disks on Ubuntu's kernel (tests/vm/test
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
+from file_module import load_file
 from hypothesis import given
 from hypothesis import strategies as st
 
 ROOT = Path(__file__).resolve().parents[2]
-spec = importlib.util.spec_from_file_location("dlstack_md_array", ROOT / "plugins" / "modules" / "dlstack_md_array.py")
-assert spec and spec.loader
-mod = importlib.util.module_from_spec(spec)
-sys.modules[spec.name] = mod
-spec.loader.exec_module(mod)
+mod = load_file("dlstack_md_array", ROOT / "plugins" / "modules" / "dlstack_md_array.py", register=True)
 
 WHERE = "storage_volumes[0] (scratch)"
 MEMBER = {"TYPE": "linux_raid_member", "LABEL": "ws1:scratch", "UUID": "8c1e2f3a-1111-2222-3333-444455556666"}

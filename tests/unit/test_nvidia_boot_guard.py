@@ -8,13 +8,12 @@ through kernel and apt hooks on a booted Ubuntu kernel.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from file_module import load_file
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -24,11 +23,7 @@ GRUB_CFG = (ROOT / "tests" / "fixtures" / "grub" / "noble-two-kernels.grub.cfg")
 UUID = "dad7bb6f-7632-4de0-9d4a-4a152b995d7b"
 PRECOMPILED = "kernel/nvidia-580srv-open/nvidia.ko"
 
-spec = importlib.util.spec_from_file_location("dlstack_nvidia_boot_guard", SCRIPT)
-assert spec and spec.loader
-guard = importlib.util.module_from_spec(spec)
-sys.modules[spec.name] = guard
-spec.loader.exec_module(guard)
+guard = load_file("dlstack_nvidia_boot_guard", SCRIPT, register=True)
 
 
 def fake_runner(versions: dict[str, str], driver: str = "580.178.04-0ubuntu0.24.04.1"):

@@ -8,20 +8,15 @@ runs the module against the real archive on a booted Ubuntu kernel.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
+from file_module import load_file
 
 ROOT = Path(__file__).resolve().parents[2]
-spec = importlib.util.spec_from_file_location(
-    "dlstack_nvidia_kernel_modules", ROOT / "plugins" / "modules" / "dlstack_nvidia_kernel_modules.py"
+mod = load_file(
+    "dlstack_nvidia_kernel_modules", ROOT / "plugins" / "modules" / "dlstack_nvidia_kernel_modules.py", register=True
 )
-assert spec and spec.loader
-mod = importlib.util.module_from_spec(spec)
-sys.modules[spec.name] = mod
-spec.loader.exec_module(mod)
 
 RECORDED_404 = (ROOT / "tests" / "fixtures" / "apt" / "noble-updates-404-nvidia-modules.txt").read_text()
 PREFIX = "linux-modules-nvidia-580-server-open-"

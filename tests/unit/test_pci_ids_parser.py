@@ -4,14 +4,13 @@ range encoding read back by dlstack.matrix."""
 
 from __future__ import annotations
 
-import importlib.util
 import lzma
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 import yaml
+from file_module import load_file
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -22,11 +21,8 @@ FIXTURES = ROOT / "tests" / "fixtures" / "nvidia_pci_ids"
 
 
 def _script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("update_nvidia_pci_ids", ROOT / "scripts/update_nvidia_pci_ids.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve their annotations through sys.modules
-    spec.loader.exec_module(module)
+    # dataclasses resolve their annotations through sys.modules
+    module = load_file("update_nvidia_pci_ids", ROOT / "scripts/update_nvidia_pci_ids.py", register=True)
     return module
 
 

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 from ansible.errors import AnsibleFilterError
+from file_module import load_file
 
 PLUGIN = Path(__file__).resolve().parents[2] / "plugins" / "filter" / "dlstack_python_env.py"
 
 
 @pytest.fixture(scope="module")
 def filters():
-    spec = importlib.util.spec_from_file_location("dlstack_python_env_filter", PLUGIN)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_file("dlstack_python_env_filter", PLUGIN)
     return module.FilterModule().filters()
 
 

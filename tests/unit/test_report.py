@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from file_module import load_file
 
 from dlstack import report
 from dlstack.cli import main as cli_main
@@ -211,11 +211,7 @@ def test_renders_in_headless_chromium(rendered, tmp_path):
 
 
 def test_ansible_filter_is_a_thin_adapter():
-    spec = importlib.util.spec_from_file_location(
-        "dlstack_peaks_filter", ROOT / "plugins" / "filter" / "dlstack_peaks.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_file("dlstack_peaks_filter", ROOT / "plugins" / "filter" / "dlstack_peaks.py")
     filters = module.FilterModule().filters()
     assert filters["dlstack_peaks"]([" NVIDIA H100 80GB HBM3 "]) == report.gpu_peaks(["NVIDIA H100 80GB HBM3"])
     assert filters["dlstack_peaks"]([]) == {}

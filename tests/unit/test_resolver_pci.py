@@ -3,13 +3,13 @@ chosen branch, the constraint an id puts on the stack, and the Ansible filters o
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 from ansible.errors import AnsibleFilterError
+from file_module import load_file
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -32,12 +32,7 @@ NVSWITCH = "05:00.0 Bridge [0680]: NVIDIA Corporation Device [10de:22a3] (rev a1
 
 
 def _plugin() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "dlstack_resolver_filter", ROOT / "plugins/filter/dlstack_resolver.py"
-    )
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_file("dlstack_resolver_filter", ROOT / "plugins/filter/dlstack_resolver.py")
     return module
 
 

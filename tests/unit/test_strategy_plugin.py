@@ -4,22 +4,19 @@ linear when the mitogen package is missing."""
 from __future__ import annotations
 
 import builtins
-import importlib.util
 import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
+from file_module import load_file
 
 PLUGIN = Path(__file__).resolve().parents[2] / "plugins" / "strategy" / "dlstack_linear.py"
 
 
 def load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("dlstack_linear_under_test", PLUGIN)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_file("dlstack_linear_under_test", PLUGIN)
     return module
 
 

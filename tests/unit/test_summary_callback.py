@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
+
+from file_module import load_file
 
 PLUGIN = Path(__file__).resolve().parents[2] / "plugins" / "callback" / "dlstack_summary.py"
 
 
 def load() -> Any:
-    spec = importlib.util.spec_from_file_location("dlstack_summary", PLUGIN)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_file("dlstack_summary", PLUGIN)
     return module.CallbackModule()
 
 

@@ -9,12 +9,13 @@ tier proves: that a run of site.yml, verify.yml or upgrade.yml then really write
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
+
+from file_module import load_file
 
 from dlstack import inventory_checks
 
@@ -23,10 +24,7 @@ HOST = "dlstack-site-0123abcd"
 
 
 def _throwaway() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("throwaway", ROOT / "tests" / "integration" / "throwaway.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_file("throwaway", ROOT / "tests" / "integration" / "throwaway.py")
     return module
 
 
