@@ -781,7 +781,8 @@ def _port_number(value: Any) -> int | None:
 
 
 def package_cache_problems(variables: Mapping[str, Any], defaults: Mapping[str, Any]) -> list[str]:
-    """Ports in range and apart, index URLs that are URLs: what argument_specs cannot say."""
+    """Ports in range and apart, index URLs that are URLs, a cache size above 0: what argument_specs
+    cannot say. The preflight play and the role's own first task (for the role used alone) both ask this."""
     messages = []
     ports = {}
     for name, highest in _PORT_RANGES.items():
@@ -803,7 +804,17 @@ def package_cache_problems(variables: Mapping[str, Any], defaults: Mapping[str, 
     ] + [(f"package_cache_pypi_extra_index_urls[{i}]", url) for i, url in enumerate(urls if _is_list(urls) else [])]:
         if not (_is_str(value) and re.match(r"^https?://\S+$", value)):
             messages.append(f"{name} = {value!r} is not valid: expected an http:// or https:// index URL")
+    size = _setting(variables, defaults, "package_cache_pypi_size_gib")
+    if isinstance(size, bool) or not isinstance(size, int | float | str) or not _positive(size):
+        messages.append(f"package_cache_pypi_size_gib = {size!r} is not valid: expected a number of GiB above 0")
     return messages
+
+
+def _positive(value: int | float | str) -> bool:
+    try:
+        return float(value) > 0
+    except ValueError:
+        return False
 
 
 def setting_problems(variables: Mapping[str, Any], defaults: Mapping[str, Mapping[str, Any]]) -> list[str]:

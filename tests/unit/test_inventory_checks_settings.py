@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
+from file_module import load_file
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -340,6 +341,26 @@ URL = "expected an http:// or https:// index URL"
 )
 def test_package_cache_settings_that_cannot_work_are_named(variables, message):
     assert ic.package_cache_problems(variables, PACKAGE_CACHE_DEFAULTS) == [message]
+
+
+@pytest.mark.parametrize("size", [0, -1, "big", True])
+def test_a_package_cache_size_must_be_above_zero(size):
+    assert ic.package_cache_problems({"package_cache_pypi_size_gib": size}, PACKAGE_CACHE_DEFAULTS) == [
+        f"package_cache_pypi_size_gib = {size!r} is not valid: expected a number of GiB above 0"
+    ]
+
+
+def test_the_roles_filter_is_the_preflights_check():
+    # roles/package_cache/tasks/main.yml asks this filter first, for the role used without the preflight
+    plugin = load_file("dlstack_package_cache_filter", ROOT / "plugins/filter/dlstack_package_cache.py")
+    check = plugin.FilterModule().filters()["dlstack_package_cache_problems"]
+    settings = {**PACKAGE_CACHE_DEFAULTS, "package_cache_apt_port": 43142}
+    assert (
+        check(settings)
+        == ic.package_cache_problems(settings, {})
+        == [f"package_cache_apt_port = 43142 is not valid: {APT_PORT_RANGE}"]
+    )
+    assert check(PACKAGE_CACHE_DEFAULTS) == []
 
 
 def test_the_same_port_is_fine_when_one_cache_is_off():
